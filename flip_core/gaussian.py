@@ -53,7 +53,9 @@ Convention = Literal["exact", "reference"]
 _EPS = 1e-16
 
 
-def mask_moments(mask: np.ndarray) -> np.ndarray:
+def mask_moments(
+    mask: np.ndarray, *, origin: tuple[int, int] = (0, 0), image_shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Biased first and second moments of a binary mask in frame N.
 
     Source: ``model/scripts/convert_coco_to_hdf5.py:compute_gaussian_params_from_mask`` (spec 1.2). Pixels with
@@ -61,21 +63,29 @@ def mask_moments(mask: np.ndarray) -> np.ndarray:
     uses float32) and returned as float32, the dtype of the HDF5 ``positions`` dataset.
 
     Args:
-        mask: (H, W) array of any real dtype; ``H, W >= 2``.
+        mask: (H, W) array of any real dtype; ``H, W >= 2``. With ``image_shape`` given, ``mask`` is instead a crop
+            (h, w) of a larger (H, W) mask whose pixels outside the crop are all 0 (the converter passes the bounding
+            crop, which is much cheaper than the full image).
+        origin: ``(row, col)`` of ``mask[0, 0]`` inside the full mask (only with ``image_shape``).
+        image_shape: ``(H, W)`` of the full mask, or None when ``mask`` is the full mask.
 
     Returns:
         (5,) float32 ``[mu_x, mu_y, var_x, var_y, cov_xy]`` in frame N. An empty mask gives all zeros.
 
     Raises:
-        ValueError: if ``mask`` is not 2-D or is smaller than 2x2.
+        ValueError: if the full mask is not 2-D or is smaller than 2x2, or the crop does not fit inside it.
     """
     mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.shape[0] < 2 or mask.shape[1] < 2:
-        raise ValueError(f"mask must be a 2-D array of at least 2x2 pixels, got shape {mask.shape}")
-    h, w = mask.shape
+    full = mask.shape if image_shape is None else tuple(image_shape)
+    r0, c0 = (0, 0) if image_shape is None else (int(origin[0]), int(origin[1]))
+    if mask.ndim != 2 or len(full) != 2 or full[0] < 2 or full[1] < 2:
+        raise ValueError(f"mask must be a 2-D array of at least 2x2 pixels, got shape {full}")
+    if r0 < 0 or c0 < 0 or r0 + mask.shape[0] > full[0] or c0 + mask.shape[1] > full[1]:
+        raise ValueError(f"crop of shape {mask.shape} at origin {(r0, c0)} does not fit in a {full} mask")
+    h, w = full
     m = (mask > 0.5).astype(np.float64)
-    xs = np.linspace(-1.0, 1.0, w)
-    ys = np.linspace(-1.0, 1.0, h)
+    xs = np.linspace(-1.0, 1.0, w)[c0 : c0 + mask.shape[1]]
+    ys = np.linspace(-1.0, 1.0, h)[r0 : r0 + mask.shape[0]]
     col = m.sum(axis=0)  # (W,)
     row = m.sum(axis=1)  # (H,)
     s = max(float(col.sum()), _EPS)

@@ -1,0 +1,190 @@
+"""Shard writer/reader: reference schema (spec 1.1), exact round trips, atomic and byte-deterministic writes."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import time
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from flip_core.gaussian import mask_bbox, mask_moments
+from flip_core.images import decode_mask_png, encode_mask_png, prepare_image
+from flip_core.shards import ShardImage, ShardInstance, ShardReader, sha256_file, write_shard
+
+# name -> (dtype kind check, shape suffix, per) per spec 1.1; "img"/"inst" says which count the first axis is.
+REFERENCE_SCHEMA = {
+    "rgb_images": ("vlen_u8", (), "img"),
+    "instance_masks": ("vlen_u8", (), "inst"),
+    "sequence_indices": (np.dtype("int64"), (2,), "img"),
+    "image_instance_indices": (np.dtype("int64"), (2,), "img"),
+    "instance_masks_images": (np.dtype("int64"), (1,), "inst"),
+    "instance_mask_bboxes": (np.dtype("float32"), (4,), "inst"),
+    "positions": (np.dtype("float32"), (5,), "inst"),
+    "coco_image_ids": (np.dtype("int64"), (), "img"),
+    "license_ids": (np.dtype("uint8"), (), "img"),
+    "file_names": ("str", (), "img"),
+    "flickr_urls": ("str", (), "img"),
+    "coco_urls": ("str", (), "img"),
+    "transform_notes": ("str", (), "img"),
+}
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _make_images(rng: np.random.Generator, n_images: int = 3) -> tuple[list[ShardImage], list[np.ndarray]]:
+    images, masks = [], []
+    for i in range(n_images):
+        h, w = int(rng.integers(20, 40)), int(rng.integers(20, 50))
+        rgb = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+        enc = prepare_image(_jpeg(rgb), source_id=f"t/img/{i}")
+        instances = []
+        for k in range(i + 1):  # 1, 2, 3 instances
+            m = np.zeros((h, w), bool)
+            y0, x0 = int(rng.integers(0, h - 5)), int(rng.integers(0, w - 5))
+            m[y0 : y0 + 5, x0 : x0 + int(rng.integers(1, 5))] = True
+            if k == 0:
+                m[0, 0] = True  # row/column 0 must count in the bbox
+            masks.append(m)
+            instances.append(
+                ShardInstance(
+                    mask_png=encode_mask_png(m),
+                    bbox=mask_bbox(m),
+                    moments=mask_moments(m),
+                    category_id=k + 1,
+                    area_px=int(m.sum()),
+                    source_id=f"t/ann/{i}-{k}",
+                    ignore_png=encode_mask_png(~m) if k == 1 else b"",
+                )
+            )
+        images.append(
+            ShardImage(
+                image_id=100 + i,
+                file_name=f"dir/{i}.jpg",
+                jpeg=enc.data,
+                encoding=enc.encoding,
+                source_format=enc.source_format,
+                width=w,
+                height=h,
+                source_id=f"t/img/{i}",
+                license_id=i + 1,
+                coco_url=f"http://x/{i}.jpg",
+                instances=tuple(instances),
+            )
+        )
+    return images, masks
+
+
+@pytest.fixture
+def shard(tmp_path):
+    images, masks = _make_images(np.random.default_rng(0))
+    path = tmp_path / "shard-00000.h5"
+    digest = write_shard(path, images, dataset_name="test-ds", dataset_type="val", file_metadata={"coco_licenses": "[]"})
+    return path, digest, images, masks
+
+
+def test_reference_schema(shard):
+    path, _, images, masks = shard
+    n_img, n_inst = len(images), len(masks)
+    with h5py.File(path, "r") as f:
+        for name, (dtype, suffix, per) in REFERENCE_SCHEMA.items():
+            d = f[name]
+            assert d.shape == ((n_img if per == "img" else n_inst),) + suffix, name
+            if dtype == "vlen_u8":
+                assert h5py.check_vlen_dtype(d.dtype) == np.dtype("uint8"), name
+            elif dtype == "str":
+                assert h5py.check_string_dtype(d.dtype).encoding == "utf-8", name
+            else:
+                assert d.dtype == dtype, name
+        assert dict(f["metadata"].attrs)["dataset_name"] == "test-ds"
+        assert dict(f["metadata"].attrs)["type"] == "val"
+        assert "coco_licenses" in f["metadata"].attrs
+        np.testing.assert_array_equal(f["image_instance_indices"][:], [[0, 1], [1, 2], [3, 3]])
+        np.testing.assert_array_equal(f["instance_masks_images"][:, 0], [0, 1, 1, 2, 2, 2])
+        np.testing.assert_array_equal(f["sequence_indices"][:], [[0, 1], [1, 1], [2, 1]])
+
+
+def test_round_trip(shard):
+    path, digest, images, masks = shard
+    assert sha256_file(path) == digest
+    with ShardReader(path) as r:
+        assert (r.num_images, r.num_instances, r.dataset_name) == (3, 6, "test-ds")
+        assert r.has_masks
+        for i, im in enumerate(images):
+            assert r.image_bytes(i) == im.jpeg  # source JPEG bytes unchanged
+            assert r.image(i).shape == (im.height, im.width, 3)
+            assert r.image_size(i) == (im.height, im.width)
+            assert r.image_id(i) == im.image_id and r.file_name(i) == im.file_name
+            assert r.image_encoding(i) == "source-jpeg"
+            for j in r.instances_of(i):
+                assert r.image_of(j) == i
+        for j, m in enumerate(masks):
+            np.testing.assert_array_equal(r.mask(j), m)
+            np.testing.assert_array_equal(r.moments(j), mask_moments(m))
+            np.testing.assert_array_equal(r.bbox(j), mask_bbox(m))
+        assert r.bbox(0)[0] == 0 and r.bbox(0)[1] == 0
+        assert r.ignore_mask(0) is None
+        np.testing.assert_array_equal(r.ignore_mask(2), ~masks[2])
+        assert r.category_id(1) == 1 and r.source_id(1) == "t/ann/1-0"
+
+
+def test_png_masks_are_0_255_single_channel():
+    m = np.zeros((7, 9), bool)
+    m[2:5, 3:8] = True
+    png = encode_mask_png(m)
+    img = Image.open(io.BytesIO(png))
+    assert img.mode == "L" and img.size == (9, 7)
+    arr = np.asarray(img)
+    assert set(np.unique(arr)) == {0, 255}
+    np.testing.assert_array_equal(decode_mask_png(png), m)
+    # a crop plus origin encodes exactly like the full mask
+    assert encode_mask_png(m[2:5, 3:8], origin=(2, 3), image_shape=(7, 9)) == png
+
+
+def test_writes_are_byte_identical_and_atomic(tmp_path):
+    images, _ = _make_images(np.random.default_rng(1))
+    a = write_shard(tmp_path / "a.h5", images, dataset_name="d", dataset_type="t")
+    time.sleep(1.1)  # object timestamps would differ by now
+    b = write_shard(tmp_path / "b.h5", images, dataset_name="d", dataset_type="t")
+    assert a == b
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5"]  # no temp files left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    images, _ = _make_images(np.random.default_rng(2))
+    with pytest.raises(ValueError, match="metadata attribute"):
+        write_shard(tmp_path / "x.h5", images, dataset_name="d", dataset_type="t", file_metadata={"n": 3})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_shard(tmp_path):
+    path = tmp_path / "e.h5"
+    write_shard(path, [], dataset_name="d", dataset_type="t")
+    with ShardReader(path) as r:
+        assert (r.num_images, r.num_instances, r.has_masks) == (0, 0, False)
+    with h5py.File(path, "r") as f:
+        assert f["positions"].shape == (0, 5) and f["instance_mask_bboxes"].shape == (0, 4)
+
+
+def test_reader_pickles_before_and_after_use(shard):
+    path, _, images, _ = shard
+    r = ShardReader(path)
+    r2 = pickle.loads(pickle.dumps(r))
+    assert r.num_images == 3
+    r3 = pickle.loads(pickle.dumps(r))  # an open reader pickles to a fresh closed one
+    assert r2.image_bytes(1) == r3.image_bytes(1) == images[1].jpeg
+    for x in (r, r2, r3):
+        x.close()
+
+
+def test_bad_license_rejected():
+    with pytest.raises(ValueError, match="license_id 300"):
+        ShardImage(image_id=1, file_name="a", jpeg=b"", encoding="x", width=1, height=1, license_id=300)

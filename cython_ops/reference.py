@@ -1,0 +1,197 @@
+"""Pure-NumPy reference versions of the ``cython_ops`` kernels: slow, short, and the specification of record.
+
+Same signatures as the public functions in :mod:`cython_ops`. The draw order is the same as the Cython kernels', so
+with the same seed both give bit-identical outputs (the tests check this):
+
+``sample_patches``: [thr, coverage when both None] then, per placement attempt, ``z1, z2`` standard normal
+(``Generator.standard_normal``). ``sample_mask_targets``: per group, inside then outside, first the k indices
+(``Generator.integers(0, n)``), then k (x, y) jitter pairs (``Generator.random``).
+
+Only the order of the floating-point summation of overlap areas differs from the Cython grid (the decision can flip
+only when the sum is within a few ulp of the threshold).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ._common import (
+    DEFAULT_SAMPLES_PER_GROUP,
+    GROUP_RANGE_ENDS,
+    NUM_GROUPS,
+    MaskParams,
+    PatchParams,
+    PatchSample,
+    prepare_mask,
+    prepare_patches,
+    split_patches,
+)
+from ._position import augment_position, sample_num_tokens
+
+__all__ = [
+    "sample_patches",
+    "sample_mask_targets",
+    "augment_position",
+    "sample_num_tokens",
+    "boundary_pixels",
+    "boundary_distance",
+    "PatchSample",
+    "DEFAULT_SAMPLES_PER_GROUP",
+]
+
+
+def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int) -> np.ndarray:
+    """(3, p, p) uint8 native-scale bilinear crop centred on (cx, cy), frame P (spec 3.3 step 5).
+
+    Base sample point ``X0 = cx - p/2 + 0.5`` (same for y); ``x0 = floor(X0)``, ``dx = X0 - x0``; pixel ``ix`` blends
+    columns ``x0 + ix`` and ``x0 + ix + 1`` with weights ``w00 = (1-dx)(1-dy)``, ``w01 = dx(1-dy)``, ``w10 = (1-dx)dy``,
+    ``w11 = dx dy``; rounded as ``floor(v + 0.5)``. (The reference computes ``X = cx + ix - h + 0.5`` per pixel and
+    ``roundf``; identical up to float rounding of the fractional part.)
+    """
+    h = p / 2.0
+    bx, by = cx - h + 0.5, cy - h + 0.5
+    x0, y0 = int(bx), int(by)
+    dx, dy = bx - x0, by - y0
+    w00, w01, w10, w11 = (1.0 - dx) * (1.0 - dy), dx * (1.0 - dy), (1.0 - dx) * dy, dx * dy
+    f = image[y0:y0 + p + 1, x0:x0 + p + 1].astype(np.float64)  # (p+1, p+1, 3)
+    v = w00 * f[:-1, :-1] + w01 * f[:-1, 1:] + w10 * f[1:, :-1] + w11 * f[1:, 1:]
+    return np.floor(v + 0.5).astype(np.uint8).transpose(2, 0, 1)
+
+
+def _place(params: PatchParams, image: np.ndarray, rng: np.random.Generator):
+    """Placement loop (spec 3.3) with the nominal overlap rule checked against every placed box."""
+    (mx, my), (sx, sy), (a, b) = params.centre, params.sigma, params.rot
+    w, h_img = params.width, params.height
+    boxes = np.empty((sum(params.quota), 4))  # x0, y0, x1, y1 of every accepted box, all resolutions
+    n_boxes = 0
+    counts, patches, coords = [], [], []
+    for p, quota in zip(params.patch_sizes, params.quota):
+        h = p / 2.0
+        limit = params.overlap_threshold * p * p
+        accepted = 0
+        for _ in range(10 * quota):
+            if accepted == quota:
+                break
+            z1, z2 = rng.standard_normal(2)
+            u, v = sx * z1, sy * z2
+            cx = mx + (a * u + b * v)
+            cy = my + (-b * u + a * v)
+            if not (cx - h >= 0.0 and cx + h < w - 1 and cy - h >= 0.0 and cy + h < h_img - 1):
+                continue
+            placed = boxes[:n_boxes]
+            ix = np.minimum(placed[:, 2], cx + h) - np.maximum(placed[:, 0], cx - h)
+            iy = np.minimum(placed[:, 3], cy + h) - np.maximum(placed[:, 1], cy - h)
+            if float(np.sum(np.where((ix > 0) & (iy > 0), ix * iy, 0.0))) > limit:
+                continue
+            boxes[n_boxes] = (cx - h, cy - h, cx + h, cy + h)
+            n_boxes += 1
+            accepted += 1
+            patches.append(_bilinear_patch(image, cx, cy, p).ravel())
+            coords.append((cx / 128.0 - w / 256.0, cy / 128.0 - h_img / 256.0))
+        counts.append(accepted)
+    return counts, patches, coords
+
+
+def sample_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, *,
+                   convention="exact") -> PatchSample:
+    """NumPy reference of :func:`cython_ops.sample_patches` (same arguments, outputs and draw order)."""
+    params = prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, convention)
+    counts, patches, coords = _place(params, image, rng)
+    # Flat buffers laid out like the Cython kernel's (quota-sized slot per resolution) so split_patches works.
+    patches_flat = np.zeros(sum(q * 3 * p * p for p, q in zip(params.patch_sizes, params.quota)), np.uint8)
+    coords_flat = np.zeros((sum(params.quota), 2), np.float32)
+    p_off = c_off = k = 0
+    for p, q, n in zip(params.patch_sizes, params.quota, counts):
+        for j in range(n):
+            patches_flat[p_off + j * 3 * p * p:p_off + (j + 1) * 3 * p * p] = patches[k]
+            coords_flat[c_off + j] = coords[k]
+            k += 1
+        p_off += q * 3 * p * p
+        c_off += q
+    return split_patches(params, counts, patches_flat, coords_flat)
+
+
+def boundary_pixels(inside: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels with a 4-neighbour (inside the array) of the other value; both sides of an edge count and
+    the array border does not (spec 3.6 step 2)."""
+    inside = np.asarray(inside, dtype=bool)
+    boundary = np.zeros_like(inside)
+    dv = inside[1:] != inside[:-1]
+    dh = inside[:, 1:] != inside[:, :-1]
+    boundary[1:] |= dv
+    boundary[:-1] |= dv
+    boundary[:, 1:] |= dh
+    boundary[:, :-1] |= dh
+    return boundary
+
+
+def boundary_distance(inside: np.ndarray) -> np.ndarray:
+    """L1 distance of every pixel to the nearest boundary pixel (spec 3.6 step 2).
+
+    Uses ``scipy.ndimage.distance_transform_cdt(metric="taxicab")``, which is exact for the L1 metric. Pixels of an
+    array without a boundary get ``H + W`` (the reference's INF).
+
+    Args:
+        inside: (H, W) bool.
+
+    Returns:
+        (H, W) int64 distances.
+    """
+    boundary = boundary_pixels(inside)
+    if not boundary.any():
+        return np.full(boundary.shape, sum(boundary.shape), dtype=np.int64)
+    return ndimage.distance_transform_cdt(~boundary, metric="taxicab").astype(np.int64)
+
+
+def _group_lists(inside: np.ndarray, dist: np.ndarray):
+    """Per label, flat crop indices sorted by group bucket (stable: raster order within a bucket) and the cumulative
+    group sizes (group g = the first ``sizes[g]`` entries: pixels with ``d <= GROUP_RANGE_ENDS[g]``; group 6 all)."""
+    bucket = np.searchsorted(np.asarray(GROUP_RANGE_ENDS), dist.ravel(), side="left")  # 0..6
+    lists = {}
+    for label, sel in ((1, inside.ravel()), (0, ~inside.ravel())):
+        idx = np.flatnonzero(sel)
+        order = np.argsort(bucket[idx], kind="stable")
+        sizes = np.cumsum(np.bincount(bucket[idx], minlength=NUM_GROUPS))
+        lists[label] = (idx[order], sizes)
+    return lists
+
+
+def _source_group(sizes: np.ndarray, g: int) -> int:
+    """First non-empty group in the order g, g-1, g+1, g-2, g+2, ... (spec 3.6 step 4)."""
+    for off in range(NUM_GROUPS):
+        for cand in (g - off, g + off):
+            if 0 <= cand < NUM_GROUPS and sizes[cand] > 0:
+                return cand
+    raise AssertionError("no non-empty group although the crop has pixels of this label")
+
+
+def _sample_groups(params: MaskParams, lists, crop_w: int, rng: np.random.Generator):
+    x0, y0 = params.crop[0], params.crop[1]
+    coords, labels = [], []
+    for g, n in enumerate(params.samples_per_group):
+        for label, k in ((1, n // 2), (0, n - n // 2)):
+            if k == 0:
+                continue
+            flat, sizes = lists[label]
+            src = _source_group(sizes, g)
+            pix = flat[rng.integers(0, sizes[src], size=k)]
+            jitter = rng.random((k, 2)) - 0.5
+            x = (pix % crop_w + x0).astype(np.float64) + jitter[:, 0]
+            y = (pix // crop_w + y0).astype(np.float64) + jitter[:, 1]
+            coords.append(np.stack([x / 128.0 - params.width / 256.0, y / 128.0 - params.height / 256.0], 1))
+            labels.append(np.full(k, label, np.uint8))
+    return np.concatenate(coords).astype(np.float32), np.concatenate(labels)
+
+
+def sample_mask_targets(mask, position, samples_per_group, rng, *, convention="exact"):
+    """NumPy reference of :func:`cython_ops.sample_mask_targets` (same arguments, outputs and draw order)."""
+    mask, params = prepare_mask(mask, position, samples_per_group, rng, convention)
+    if params.crop is None:
+        return None
+    x0, y0, x1, y1 = params.crop
+    inside = mask[y0:y1 + 1, x0:x1 + 1] != 0
+    if inside.all() or not inside.any():
+        return None
+    lists = _group_lists(inside, boundary_distance(inside))
+    return _sample_groups(params, lists, x1 - x0 + 1, rng)

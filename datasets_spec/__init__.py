@@ -12,6 +12,7 @@ from types import ModuleType
 SPECS: dict[str, str] = {
     "coco": "datasets_spec.coco",
     "lvis": "datasets_spec.lvis",
+    "procedural": "datasets_spec.procedural",
 }
 
 

@@ -39,8 +39,7 @@ __all__ = [
 ]
 
 BACKENDS = ("cython", "numpy")
-# TEMPORARY (until cython_ops/_kernels.pyx lands): the default routes to the NumPy reference.
-_DEFAULT_BACKEND = "numpy"
+_DEFAULT_BACKEND = "cython"
 
 
 def resolve_backend(backend: str | None = None) -> str:

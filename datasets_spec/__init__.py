@@ -13,6 +13,15 @@ SPECS: dict[str, str] = {
     "coco": "datasets_spec.coco",
     "lvis": "datasets_spec.lvis",
     "procedural": "datasets_spec.procedural",
+    "openimages": "datasets_spec.openimages",
+    "hypersim": "datasets_spec.hypersim",
+    "kitti360": "datasets_spec.kitti360",
+    "sa1b": "datasets_spec.sa1b",
+    "grabcut": "datasets_spec.grabcut",
+    "berkeley": "datasets_spec.berkeley",
+    "davis": "datasets_spec.davis",
+    "coco_mval": "datasets_spec.coco_mval",
+    "sbd": "datasets_spec.sbd",
 }
 
 

@@ -1,0 +1,1 @@
+"""Shared test helpers and synthetic fixtures (format-exact dataset fixtures, ...)."""

@@ -44,7 +44,9 @@ def build_dataset(root: Path, name: str, *, shards: int = 2, images_per_shard: i
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows, index_shards = [], []
+    from flip_core.manifest import manifest_rows
+
+    tables, index_shards = [], []
     image_id = 0
     for s in range(shards):
         images = []
@@ -62,16 +64,9 @@ def build_dataset(root: Path, name: str, *, shards: int = 2, images_per_shard: i
             image_id += 1
         fname = f"shard-{s:05d}.h5"
         sha = write_shard(out / fname, images, dataset_name=name, dataset_type="test")
-        row = 0
-        for i, im in enumerate(images):
-            for ins in im.instances:
-                m = ins.moments
-                rows.append({"dataset": name, "shard": fname, "instance_row": row, "image_row": i,
-                             "image_id": im.image_id, "source_id": ins.source_id, "file_name": im.file_name,
-                             "width": im.width, "height": im.height, "area_px": ins.area_px, "category_id": -1,
-                             "mu_x": m[0], "mu_y": m[1], "var_x": m[2], "var_y": m[3], "cov_xy": m[4]})
-                row += 1
-        index_shards.append({"file": fname, "sha256": sha, "images": len(images), "instances": row})
-    pq.write_table(pa.Table.from_pylist(rows), out / "manifest.parquet")
+        tables.append(manifest_rows(out / fname, name))
+        index_shards.append({"file": fname, "sha256": sha, "images": len(images),
+                             "instances": tables[-1].num_rows})
+    pq.write_table(pa.concat_tables(tables), out / "manifest.parquet")
     (out / "index.json").write_text(json.dumps({"schema_version": 1, "dataset": name, "shards": index_shards}))
     return out

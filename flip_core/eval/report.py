@@ -178,6 +178,7 @@ def _plots(tables: dict[str, pa.Table], rows: list[dict], report: Path, max_clic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     data_rows = [r for r in rows if r["dataset"] != MACRO]
@@ -224,6 +225,7 @@ def _plots(tables: dict[str, pa.Table], rows: list[dict], report: Path, max_clic
                             label=method if mode == "ellipse" else f"{method} [{mode}]")
             ax.set_title(ds)
             ax.set_xlabel("clicks")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("mIoU (%)")
             ax.set_ylim(0, 100)
             ax.legend(fontsize=7)

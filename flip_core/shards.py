@@ -136,7 +136,11 @@ def _create(f: h5py.File, name: str, data: np.ndarray, dtype, *, chunk_rows: int
         kwargs.update(_GZIP, chunks=(min(chunk_rows, len(data)),) + tuple(np.shape(data)[1:]))
     f.create_dataset(name, shape=np.shape(data) if len(data) else (0,) + tuple(np.shape(data)[1:]), dtype=dtype, **kwargs)
     if len(data):
-        f[name][...] = data
+        if data.dtype == object and dtype is _VLEN_U8:
+            # write_direct: ``d[...] = data`` mis-reads an object array of equal-length items as 2-D
+            f[name].write_direct(data)
+        else:
+            f[name][...] = data
 
 
 def _image_columns(images: Sequence[ShardImage]) -> dict[str, tuple[np.ndarray, object, int | None]]:

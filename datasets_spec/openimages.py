@@ -151,7 +151,7 @@ class OpenImagesSpec:
         return self._scan()[1]
 
     def file_metadata(self) -> dict[str, str]:
-        return {"split": self.split, "annotations_csv": self.csv_path.name,
+        return {"type": self.split, "split": self.split, "annotations_csv": self.csv_path.name,
                 "class_descriptions": Path(self.class_descriptions).name if self.class_descriptions else ""}
 
     # ------------------------------------------------------------------ decoding

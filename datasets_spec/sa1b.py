@@ -33,6 +33,7 @@ Enumeration reads every JSON once (needed for the instance count and, with bucke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import io
 import json
@@ -229,15 +230,16 @@ class SA1BSpec:
     def decode_rles(self, sample: Sample) -> list[tuple[InstanceSource, np.ndarray | Reject]]:
         """Each instance's (h, w) bool mask at the size declared by the JSON, or its Reject."""
         anns = self._annotations(sample)
+        source_hw = source_size(sample)
         out = []
         for src in sample.instances:
             seg = anns[src.payload].get("segmentation") if src.payload < len(anns) else None
             try:
                 size = tuple(int(x) for x in seg["size"])
-                if size != (sample.height, sample.width):
+                if size != source_hw:
                     out.append((src, Reject(source_id=src.source_id, stage="mask", reason="size_mismatch",
                                             message=f"{src.source_id}: RLE size {size} (h, w) but the image is "
-                                                    f"{(sample.height, sample.width)}")))
+                                                    f"{source_hw}")))
                     continue
                 rle = {"size": list(size), "counts": seg["counts"]}
                 if isinstance(rle["counts"], list):
@@ -254,6 +256,12 @@ class SA1BSpec:
                            message=f"{s.source_id}: JSON says {sample.width}x{sample.height}, image is {width}x{height}")
                     for s in sample.instances]
         return [_instance(src, m) for src, m in self.decode_rles(sample)]
+
+
+def source_size(sample: Sample) -> tuple[int, int]:
+    """(height, width) of the image as stored in SA-1B (bucket samples declare the resized size instead)."""
+    meta = sample.metadata
+    return int(meta.get("source_height", sample.height)), int(meta.get("source_width", sample.width))
 
 
 def _instance(src: InstanceSource, mask: np.ndarray | Reject, what: str = "RLE") -> InstanceMask | Reject:
@@ -280,9 +288,11 @@ class SA1BBucketSpec:
         return f"{self.parent.name}-{self.height}x{self.width}"
 
     def samples(self) -> Iterator[Sample]:
+        """The parent's samples in this bucket, declaring the bucket size; the stored size goes to metadata."""
         for s in self.parent.samples():
             if bucket_of(s.width, s.height) == (self.height, self.width):
-                yield s
+                meta = {**s.metadata, "source_width": s.width, "source_height": s.height}
+                yield dataclasses.replace(s, width=self.width, height=self.height, metadata=meta)
 
     def enumeration_rejects(self) -> list[Reject]:
         """Enumeration rejects belong to no bucket; they are reported with the first (smallest) bucket only."""
@@ -296,9 +306,10 @@ class SA1BBucketSpec:
     def load_image(self, sample: Sample) -> np.ndarray:
         data = self.parent.load_image(sample)
         rgb = decode_image_bytes(data, source_id=sample.source_id, what=sample.file_name)
-        if rgb.shape[:2] != (sample.height, sample.width):
+        if rgb.shape[:2] != source_size(sample):
+            h, w = source_size(sample)
             raise RecordError("size_mismatch", f"{sample.source_id}: JPEG is {rgb.shape[1]}x{rgb.shape[0]}, JSON "
-                                               f"says {sample.width}x{sample.height}")
+                                               f"says {w}x{h}")
         img = Image.fromarray(rgb).resize((self.width, self.height), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
 

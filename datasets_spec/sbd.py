@@ -136,7 +136,7 @@ class SBDSpec:
         return self._scan()[1]
 
     def file_metadata(self) -> dict[str, str]:
-        return {"split": self.split, "category_ids": "PASCAL VOC 1..20"}
+        return {"type": self.split, "split": self.split, "category_ids": "PASCAL VOC 1..20"}
 
     def load_image(self, sample: Sample) -> bytes | np.ndarray:
         return read_image_file(sample.image_path, source_id=sample.source_id)

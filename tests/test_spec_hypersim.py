@@ -5,6 +5,7 @@ real colour preview ``_frame.0000.semantic_instance.png`` is inverted through th
 ``_detail/mesh/metadata_semantic_instance_colors.hdf5`` (row index = instance id, black = -1), and the semantic
 preview through ``metadata_semantic_colors.hdf5`` (row = NYU40 id). The container follows the real
 ``frame.0000.depth_meters.hdf5``: one dataset named ``dataset`` (apple/ml-hypersim README "Dataset format").
+See ``tests.common.spec_fixtures.hypersim_real_frame``.
 """
 
 from __future__ import annotations
@@ -14,35 +15,17 @@ import pickle
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
 
 from datasets_spec.base import RecordError, SpecError
 from datasets_spec.hypersim import HypersimSpec, tonemap_hypersim
-from tests.common.spec_fixtures import hypersim_frame, masks_of, materialize, rejects_of
+from tests.common.spec_fixtures import hypersim_frame, hypersim_real_frame, masks_of, materialize, rejects_of
 
 SCENE = ("examples", "01_marketplace_dataset", "scenes", "ai_001_001")
 
 
-def _invert(preview: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    rgb = preview[..., :3].astype(np.int64)
-    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    out = np.full(code.shape, -1, np.int64)
-    for i, (r, g, b) in enumerate(palette):
-        if r >= 0 and (r, g, b) != (0, 0, 0):
-            out[code == ((r << 16) | (g << 8) | b)] = i
-    return out
-
-
 @pytest.fixture
 def real_frame(shared_data, tmp_path):
-    scene = shared_data("hypersim", *SCENE)
-    prev = scene / "images" / "scene_cam_00_geometry_preview"
-    with h5py.File(scene / "_detail/mesh/metadata_semantic_instance_colors.hdf5") as f:
-        ids = _invert(np.asarray(Image.open(prev / "_frame.0000.semantic_instance.png")), f["dataset"][()])
-    with h5py.File(scene / "_detail/mesh/metadata_semantic_colors.hdf5") as f:
-        sem = _invert(np.asarray(Image.open(prev / "_frame.0000.semantic.png")), f["dataset"][()])
-    tonemap = scene / "images" / "scene_cam_00_final_preview" / "_frame.0000.tonemap.jpg"
-    hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, ids, semantic=sem, image=tonemap)
+    ids, sem = hypersim_real_frame(shared_data("hypersim", *SCENE), tmp_path)
     return tmp_path, ids, sem
 
 

@@ -136,6 +136,35 @@ def hypersim_frame(root: Path, scene: str, cam: str, frame: int, ids: np.ndarray
             f.create_dataset("dataset", data=hdr.astype(np.float16))
 
 
+def _invert_preview(preview: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Id map of a Hypersim colour preview: the palette row of each pixel colour; black / -1 rows -> -1."""
+    rgb = preview[..., :3].astype(np.int64)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    out = np.full(code.shape, -1, np.int64)
+    for i, (r, g, b) in enumerate(palette):
+        if r >= 0 and (r, g, b) != (0, 0, 0):
+            out[code == ((r << 16) | (g << 8) | b)] = i
+    return out
+
+
+def hypersim_real_frame(scene: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Rebuild ``ai_001_001`` frame 0 from the real fragments in ../shared/data/hypersim (SOURCES.md section 7).
+
+    The real colour preview ``_frame.0000.semantic_instance.png`` is inverted through the real palette
+    ``_detail/mesh/metadata_semantic_instance_colors.hdf5`` (row index = instance id, black = -1), the semantic
+    preview through ``metadata_semantic_colors.hdf5`` (row = NYU40 id); the real tonemapped JPEG is the image.
+    Returns ``(instance ids, semantic ids)``, both (768, 1024) int64.
+    """
+    prev = scene / "images" / "scene_cam_00_geometry_preview"
+    with h5py.File(scene / "_detail/mesh/metadata_semantic_instance_colors.hdf5") as f:
+        ids = _invert_preview(np.asarray(Image.open(prev / "_frame.0000.semantic_instance.png")), f["dataset"][()])
+    with h5py.File(scene / "_detail/mesh/metadata_semantic_colors.hdf5") as f:
+        sem = _invert_preview(np.asarray(Image.open(prev / "_frame.0000.semantic.png")), f["dataset"][()])
+    tonemap = scene / "images" / "scene_cam_00_final_preview" / "_frame.0000.tonemap.jpg"
+    hypersim_frame(root, "ai_001_001", "cam_00", 0, ids, semantic=sem, image=tonemap)
+    return ids, sem
+
+
 # --------------------------------------------------------------------------- SBD
 def sbd_mat(path: Path, segmentation: np.ndarray, categories: list[int]) -> None:
     """An SBD ``inst/<id>.mat`` (benchmark_RELEASE README: struct ``GTinst`` with ``Segmentation`` (uint8 instance

@@ -125,14 +125,53 @@ def _check_converted(spec, out: Path, expected_reasons):
     return seen_ignore
 
 
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, local_ray):
+    """Every source converted once into ``<tmp>/converted/<source>/``; ``{source: (spec, reasons, out_dir)}``."""
+    base = tmp_path_factory.mktemp("issue8")
+    out = {}
+    for source, build in sorted(SOURCES.items()):
+        src = base / "src" / source
+        src.mkdir(parents=True)
+        spec, expected_reasons = build(src)
+        target = base / "converted" / source
+        summary = convert.convert_dataset(spec, target, shard_size=4, num_workers=2, progress=False)
+        assert summary.images > 0 and summary.instances > 0, source
+        out[source] = (spec, expected_reasons, target)
+    return out
+
+
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_convert_and_read_back(source, tmp_path, local_ray):
-    (tmp_path / "src").mkdir()
-    spec, expected_reasons = SOURCES[source](tmp_path / "src")
-    summary = convert.convert_dataset(spec, tmp_path / "out", shard_size=4, num_workers=2, progress=False)
-    assert summary.images > 0 and summary.instances > 0
-    seen_ignore = _check_converted(spec, tmp_path / "out", expected_reasons)
+def test_convert_and_read_back(source, converted):
+    spec, expected_reasons, out = converted[source]
+    seen_ignore = _check_converted(spec, out, expected_reasons)
     assert (seen_ignore > 0) == (source in WITH_IGNORE)
+
+
+def test_training_pipeline_loads_every_source(converted):
+    from flip_core.data.dataset import FlipTrainDataset
+    from flip_core.data.index import build_image_index
+    from flip_core.data.sampler import SampleKey
+    from flip_core.train.config import DataConfig
+
+    indexes = [build_image_index(open_dataset(out)) for _, _, out in converted.values()]
+    data = DataConfig(manifests=tuple(str(out / "manifest.parquet") for _, _, out in converted.values()),
+                      num_masks_per_image=2, min_tokens=8, mean_tokens=64, max_tokens=128, num_mask_points=256)
+    dataset = FlipTrainDataset(indexes, data, patch_sizes=(1, 2, 4, 8, 16), seed=0)
+    for d, index in enumerate(indexes):
+        item = dataset[SampleKey(epoch=0, position=d, dataset=d, image=0)]
+        assert item.prompts, (index.name, item.counts)
+
+
+def test_evaluation_runs_on_every_source(converted, tmp_path):
+    from flip_core.eval import EvalConfig, evaluate
+
+    result = evaluate(EvalConfig(checkpoints=(), data=(str(next(iter(converted.values()))[2].parent),),
+                                 out_dir=str(tmp_path / "eval"), num_workers=0, max_clicks=2, max_instances=3))
+    report = (tmp_path / "eval" / "report" / "summary.csv").read_text()
+    for spec, _, _ in converted.values():
+        assert spec.name in report, spec.name
+    assert result.tasks_planned >= len(converted)
 
 
 def test_sa1b_buckets_convert_one_dataset_each(tmp_path, local_ray):

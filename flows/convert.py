@@ -51,8 +51,9 @@ def convert_source(source: DataSource, out_dir: str, params: ConvertParams):
     logger = get_run_logger()
     target = Path(out_dir) / source.label
     logger.info("converting %s (%s) into %s", source.label, source.format, target)
-    summary = convert_dataset(build_spec(source), target, shard_size=params.shard_size,
-                              num_workers=params.num_workers, overwrite=params.overwrite, progress=False)
+    workers = {"num_workers": params.num_workers} if params.num_workers else {}
+    summary = convert_dataset(build_spec(source), target, shard_size=params.shard_size, overwrite=params.overwrite,
+                              progress=False, **workers)  # Ray: the flow's connection (ray_runtime)
     logger.info("%s: %d images, %d instances, %d rejects, %d shards (%d reused) in %.1f s", source.label,
                 summary.images, summary.instances, sum(summary.rejects_by_reason.values()), summary.shards,
                 summary.skipped_shards, summary.wall_s)

@@ -65,7 +65,7 @@ def evaluate(checkpoints: list[str], data: list[str], out_dir: str = "flip-runs/
     with ray_runtime(ray_address) as where:
         get_run_logger().info("evaluating %d checkpoint(s) on %d dataset(s); Ray: %s", len(checkpoints), len(data),
                               where)
-        result = evaluate_task(checkpoints, data, out_dir, params, ray_address)
+        result = evaluate_task(checkpoints, data, out_dir, params, None)  # None: use the flow's Ray connection
     report_dir = Path(result.report_dir)
     plots = sorted(report_dir.glob("*.png"))
     publish("evaluation-report", evaluation_markdown(result.to_markdown(), plots, report_dir),

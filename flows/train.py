@@ -20,7 +20,7 @@ from flows.runtime import ray_runtime
 __all__ = ["train", "train_task", "build_train_config", "read_metrics"]
 
 
-def build_train_config(data: list[str], run_dir: str, params: TrainParams, ray_address: str | None):
+def build_train_config(data: list[str], run_dir: str, params: TrainParams, ray_address: str | None = None):
     """``TrainParams`` -> ``flip_core.train.TrainConfig``; ``params.overrides`` go to TrainConfig or DataConfig by name.
 
     Raises:
@@ -77,7 +77,7 @@ def train(data: list[str], run_dir: str = "flip-runs/default/train", params: Tra
         raise FileNotFoundError(f"training data not found: {missing} (convert it first: flow `convert`)")
     with ray_runtime(ray_address) as where:
         get_run_logger().info("Ray: %s", where)
-        result = train_task(data, run_dir, params, ray_address)
+        result = train_task(data, run_dir, params, None)  # None: use the flow's Ray connection
     checkpoints = {"latest": result.latest_checkpoint, "best": result.best_checkpoint}
     publish("training-summary", training_markdown(read_metrics(result.metrics_path), checkpoints, Path(run_dir)),
             f"FLIP-{params.model}: loss / IoU curve and checkpoints")

@@ -201,7 +201,20 @@ class SA1BSpec:
                       payload=(parts[".jpg"], parts[".json"]), metadata={"origin": origin})
 
     def samples(self) -> Iterator[Sample]:
-        yield from split_scan(_cached_scan(self))[0]
+        """Every image at its stored size.
+
+        Raises:
+            SpecError: when ``bucketing`` is set: such a spec is converted through :meth:`buckets`, never whole,
+                so that a caller that does not know about buckets fails loudly instead of ignoring the option.
+        """
+        if self.bucketing:
+            raise SpecError("sa1b: bucketing is set; convert each spec of SA1BSpec.buckets() into OUT/{H}x{W}/ "
+                            "(this converter entry point does not dispatch buckets)")
+        yield from self.whole_samples()
+
+    def whole_samples(self) -> list[Sample]:
+        """Every image at its stored size, whatever ``bucketing`` says (the bucket specs filter these)."""
+        return split_scan(_cached_scan(self))[0]
 
     def enumeration_rejects(self) -> list[Reject]:
         return split_scan(_cached_scan(self))[1]
@@ -211,7 +224,7 @@ class SA1BSpec:
 
     def buckets(self) -> dict[str, SA1BBucketSpec]:
         """One spec per resolution bucket present, keyed ``"{H}x{W}"`` (spec 1.4), in sorted order."""
-        sizes = sorted({bucket_of(s.width, s.height) for s in self.samples()})
+        sizes = sorted({bucket_of(s.width, s.height) for s in self.whole_samples()})
         return {f"{h}x{w}": SA1BBucketSpec(parent=self, height=h, width=w) for h, w in sizes}
 
     # ------------------------------------------------------------------ decoding
@@ -289,7 +302,7 @@ class SA1BBucketSpec:
 
     def samples(self) -> Iterator[Sample]:
         """The parent's samples in this bucket, declaring the bucket size; the stored size goes to metadata."""
-        for s in self.parent.samples():
+        for s in self.parent.whole_samples():
             if bucket_of(s.width, s.height) == (self.height, self.width):
                 meta = {**s.metadata, "source_width": s.width, "source_height": s.height}
                 yield dataclasses.replace(s, width=self.width, height=self.height, metadata=meta)
@@ -336,7 +349,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tars", nargs="*", default=(), help="only these tar file names (default: all under --root)")
     parser.add_argument("--bucketing", action="store_true",
                         help="resize to buckets (short side 352, long side multiple of 32), one dataset per bucket "
-                             "written to OUT/{H}x{W}/ (flip-spec 1.4)")
+                             "in OUT/{H}x{W}/ (flip-spec 1.4); the converter must convert spec.buckets() one by one")
 
 
 def from_cli_args(args: argparse.Namespace) -> SA1BSpec:

@@ -109,4 +109,6 @@ def test_buckets_resize_images_and_masks(tmp_path):
         assert abs(m.mask.mean() - t.mean()) < 0.02
     assert sum(len(list(x.samples())) for x in buckets.values()) == 3
     assert sum(len(x.enumeration_rejects()) for x in buckets.values()) == 0
+    with pytest.raises(SpecError, match="buckets"):
+        list(spec.samples())  # a bucketing spec is never converted whole
     assert len(masks_of(materialize(buckets["480x352"]))) == 3

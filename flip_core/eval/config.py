@@ -52,13 +52,20 @@ class EvalConfig:
     convention: str = "exact"
     """Frame-conversion convention for positions (``exact`` or ``reference``)."""
     adapter: ClickAdapterConfig = field(default_factory=ClickAdapterConfig)
-    """Click -> Gaussian adapter settings."""
+    """Click -> Gaussian adapter settings (a dict of its fields is accepted and converted)."""
     calibration_instances: int = 200
     """Instances per fold (seeded subsample) used to choose the baseline radius."""
     torch_threads: int = 1
     """``torch.set_num_threads`` in each task (1 = one core per worker)."""
 
     def __post_init__(self):
+        if isinstance(self.adapter, dict):  # e.g. from a flow's JSON overrides
+            object.__setattr__(self, "adapter", ClickAdapterConfig(**self.adapter))
+        for name in ("checkpoints", "data", "protocols", "modes"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"EvalConfig.{name} must be a sequence of strings, got the string {value!r}")
+            object.__setattr__(self, name, tuple(str(v) for v in value))
         if not self.data:
             raise ValueError("EvalConfig.data is empty: give at least one converted dataset")
         if not self.checkpoints and not self.baseline:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,8 +31,9 @@ __all__ = [
     "empty_mask",
     "id_map_instances",
     "split_scan",
+    "remember_scan",
+    "recall_scan",
     "threaded_map",
-    "stable_hash63",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -79,12 +79,13 @@ def decode_image_bytes(data: bytes, *, source_id: str, what: str) -> np.ndarray:
         raise RecordError("unreadable", f"{source_id}: cannot decode image {what}: {exc}") from None
 
 
-def open_mask_file(path: Path, *, source_id: str) -> tuple[np.ndarray, str]:
-    """Decode a mask/label image file without any colour conversion.
+def open_mask_file(path: Path, *, source_id: str, palette_to_rgb: bool = False) -> tuple[np.ndarray, str]:
+    """Decode a mask/label image file without any colour conversion (palette files: see ``palette_to_rgb``).
 
     Returns:
         ``(array, mode)``: the raw Pillow array ((H, W) for modes ``1``/``L``/``P``/``I;16``/``I``, (H, W, C) for
-        ``RGB``/``RGBA``) and the Pillow mode string. Palette PNGs keep their indices (no palette lookup).
+        ``RGB``/``RGBA``) and the Pillow mode string. Palette PNGs keep their indices unless ``palette_to_rgb``,
+        which looks the colours up (as OpenCV's ``imread`` does) and returns mode ``RGB``.
 
     Raises:
         RecordError: ``missing_file`` / ``unreadable`` naming the file.
@@ -92,6 +93,8 @@ def open_mask_file(path: Path, *, source_id: str) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as img:
             img.load()
+            if palette_to_rgb and img.mode in ("P", "PA"):
+                return np.asarray(img.convert("RGB")), "RGB"
             return np.asarray(img), img.mode
     except FileNotFoundError:
         raise RecordError("missing_file", f"{source_id}: mask file {path} does not exist") from None
@@ -207,6 +210,31 @@ def split_scan(items: Iterable[Sample | Reject]) -> tuple[list[Sample], list[Rej
     return samples, rejects
 
 
+_SCANS: dict = {}
+_MAX_SCANS = 8
+
+
+def remember_scan(spec, result: T) -> T:
+    """Keep the latest enumeration of ``spec`` (hashable frozen dataclass) for :func:`recall_scan`; returns it.
+
+    ``samples()`` always scans afresh and remembers; ``enumeration_rejects()`` (called by the converter right
+    after ``samples()``) and bucket sub-specs reuse the remembered scan instead of reading the source again. A new
+    ``samples()`` call replaces it, so a source that changed on disk is never planned from a stale scan.
+    """
+    _SCANS.pop(spec, None)
+    _SCANS[spec] = result
+    while len(_SCANS) > _MAX_SCANS:
+        _SCANS.pop(next(iter(_SCANS)))
+    return result
+
+
+def recall_scan(spec, scan: Callable[[], T]) -> T:
+    """The scan remembered for ``spec`` in this process, or a fresh (remembered) one."""
+    if spec in _SCANS:
+        return _SCANS[spec]
+    return remember_scan(spec, scan())
+
+
 def threaded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 4) -> Iterator[R]:
     """``map(fn, items)`` on a small thread pool, results in input order (decoders release the GIL)."""
     items = list(items)
@@ -215,13 +243,3 @@ def threaded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 4) 
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(fn, items)
-
-
-def stable_hash63(text: str) -> int:
-    """A stable non-negative 63-bit integer for ``text``: ``crc32`` of the text in the high bits, ``adler32`` low.
-
-    Used where a source id is a string without a natural integer form; documented per spec. Unlike Python's
-    ``hash`` it does not change between processes.
-    """
-    data = text.encode("utf-8")
-    return ((zlib.crc32(data) & 0x7FFFFFFF) << 32) | (zlib.adler32(data) & 0xFFFFFFFF)

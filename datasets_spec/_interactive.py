@@ -195,7 +195,8 @@ class PairedFolderSpec:
             rel, index = src.payload
             if rel not in decoded:
                 try:
-                    decoded[rel] = open_mask_file(self.root / rel, source_id=src.source_id)
+                    decoded[rel] = open_mask_file(self.root / rel, source_id=src.source_id,
+                                                  palette_to_rgb=self.mask_rule == "band128")
                 except RecordError as exc:
                     out.append(Reject(source_id=src.source_id, stage="mask", reason=exc.reason, message=str(exc)))
                     continue
@@ -228,10 +229,8 @@ class PairedFolderSpec:
 def bgr_channel0(arr: np.ndarray, mode: str) -> np.ndarray:
     """The channel RITM reads as ``cv2.imread(path)[:, :, 0]``: blue for RGB(A) files, the value for gray files.
 
-    Palette files are converted through their palette first (OpenCV does the same).
+    Palette files must already be looked up (``open_mask_file(..., palette_to_rgb=True)``), as OpenCV does.
     """
-    if mode == "P":
-        raise RecordError("unreadable", "palette masks are not supported by the band128 rule")
     if arr.ndim == 2:
         return arr.astype(np.uint8) if mode != "1" else arr.astype(np.uint8) * 255
     return arr[:, :, 2]

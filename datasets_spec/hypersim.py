@@ -28,7 +28,6 @@ Enumeration reads every instance map once (threads) to list its ids.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -38,7 +37,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from datasets_spec._common import id_map_instances, read_image_file, split_scan, threaded_map
+from datasets_spec._common import (
+    id_map_instances,
+    read_image_file,
+    recall_scan,
+    remember_scan,
+    split_scan,
+    threaded_map,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -183,14 +189,14 @@ class HypersimSpec:
             rejects=tuple(rejects),
         )
 
-    def _scan_all(self) -> tuple[Sample | Reject, ...]:
-        return tuple(threaded_map(self._scan, self._instance_files(), workers=self.enumerate_threads))
+    def _scan_split(self) -> tuple[list[Sample], list[Reject]]:
+        return split_scan(threaded_map(self._scan, self._instance_files(), workers=self.enumerate_threads))
 
     def samples(self) -> Iterator[Sample]:
-        yield from split_scan(_cached_scan(self))[0]
+        yield from remember_scan(self, self._scan_split())[0]
 
     def enumeration_rejects(self) -> list[Reject]:
-        return split_scan(_cached_scan(self))[1]
+        return list(recall_scan(self, self._scan_split)[1])
 
     def file_metadata(self) -> dict[str, str]:
         return {"image_source": self.image_source, "instance_source": self.instance_source,
@@ -233,12 +239,6 @@ class HypersimSpec:
                           message=f"{item.source_id}: majority semantic label {label} is not a NYU40 id (1..40)")
         return InstanceMask(source_id=item.source_id, category_id=label, mask=item.mask, ignore=item.ignore,
                             metadata={**item.metadata, "nyu40_id": label})
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_scan(spec: HypersimSpec) -> tuple[Sample | Reject, ...]:
-    """One enumeration pass per spec value and process (``samples`` and ``enumeration_rejects`` share it)."""
-    return spec._scan_all()
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

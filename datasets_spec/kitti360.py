@@ -29,7 +29,6 @@ Enumeration decodes every instance PNG once (threads) to list its ids.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -39,7 +38,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from datasets_spec._common import id_map_instances, open_mask_file, read_image_file, split_scan, threaded_map
+from datasets_spec._common import (
+    id_map_instances,
+    open_mask_file,
+    read_image_file,
+    recall_scan,
+    remember_scan,
+    split_scan,
+    threaded_map,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -236,16 +243,14 @@ class Kitti360Spec:
                                                 metadata={"label": label.name, "instance_id": 0}))
         return instances, rejects
 
-    def _scan_all(self) -> tuple[Sample | Reject, ...]:
-        return tuple(threaded_map(self._scan, self._label_files(), workers=self.enumerate_threads))
+    def _scan_split(self) -> tuple[list[Sample], list[Reject]]:
+        return split_scan(threaded_map(self._scan, self._label_files(), workers=self.enumerate_threads))
 
     def samples(self) -> Iterator[Sample]:
-        samples, _ = split_scan(_cached_scan(self))
-        yield from samples
+        yield from remember_scan(self, self._scan_split())[0]
 
     def enumeration_rejects(self) -> list[Reject]:
-        _, rejects = split_scan(_cached_scan(self))
-        return rejects
+        return list(recall_scan(self, self._scan_split)[1])
 
     def file_metadata(self) -> dict[str, str]:
         return {"label_table": "kitti360Scripts/kitti360scripts/helpers/labels.py", "camera": self.camera}
@@ -266,12 +271,6 @@ class Kitti360Spec:
             out |= {id(s): m for s, m in zip(stuff, id_map_instances(sem, stuff, height=height, width=width,
                                                                         what=sample.payload))}
         return [out[id(s)] for s in sample.instances]
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_scan(spec: Kitti360Spec) -> tuple[Sample | Reject, ...]:
-    """One enumeration pass per spec value and process (``samples`` and ``enumeration_rejects`` share it)."""
-    return spec._scan_all()
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

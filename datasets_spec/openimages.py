@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import logging
 import zipfile
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from datasets_spec._common import empty_mask, read_image_file, resize_mask_nearest
+from datasets_spec._common import empty_mask, read_image_file, recall_scan, remember_scan, resize_mask_nearest
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -145,10 +146,10 @@ class OpenImagesSpec:
         return InstanceSource(source_id=sid, category_id=category, payload=mask_path, metadata=meta)
 
     def samples(self) -> Iterator[Sample]:
-        yield from self._scan()[0]
+        yield from remember_scan(self, self._scan())[0]
 
     def enumeration_rejects(self) -> list[Reject]:
-        return self._scan()[1]
+        return list(recall_scan(self, self._scan)[1])
 
     def file_metadata(self) -> dict[str, str]:
         return {"type": self.split, "split": self.split, "annotations_csv": self.csv_path.name,
@@ -194,12 +195,17 @@ class OpenImagesSpec:
         return arr > 0
 
 
+@functools.lru_cache(maxsize=16)
+def _open_zip(archive: Path) -> zipfile.ZipFile:
+    """A per-process open handle of a mask zip (its central directory is read once, not once per mask)."""
+    return zipfile.ZipFile(archive)
+
+
 def _read_zip_member(archive: Path, member: str, *, source_id: str, extracted: Path) -> tuple[bytes, str]:
     if not archive.exists():
         raise RecordError("missing_file", f"{source_id}: neither {extracted} nor {archive} exists")
     try:
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(member), f"{archive}:{member}"
+        return _open_zip(archive).read(member), f"{archive}:{member}"
     except KeyError:
         raise RecordError("missing_file", f"{source_id}: {member} is neither in {extracted.parent} nor in {archive}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:

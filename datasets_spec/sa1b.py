@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import io
 import json
 import logging
@@ -47,7 +46,14 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datasets_spec._common import decode_image_bytes, empty_mask, resize_mask_area, split_scan
+from datasets_spec._common import (
+    decode_image_bytes,
+    empty_mask,
+    recall_scan,
+    remember_scan,
+    resize_mask_area,
+    split_scan,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -212,12 +218,20 @@ class SA1BSpec:
                             "(this converter entry point does not dispatch buckets)")
         yield from self.whole_samples()
 
-    def whole_samples(self) -> list[Sample]:
-        """Every image at its stored size, whatever ``bucketing`` says (the bucket specs filter these)."""
-        return split_scan(_cached_scan(self))[0]
+    def _scan_split(self) -> tuple[list[Sample], list[Reject]]:
+        return split_scan(self._scan_all())
+
+    def whole_samples(self, *, fresh: bool = True) -> list[Sample]:
+        """Every image at its stored size, whatever ``bucketing`` says (the bucket specs filter these).
+
+        ``fresh=False`` reuses this process's latest scan (bucket specs), else the source is read again.
+        """
+        if fresh:
+            return remember_scan(self, self._scan_split())[0]
+        return recall_scan(self, self._scan_split)[0]
 
     def enumeration_rejects(self) -> list[Reject]:
-        return split_scan(_cached_scan(self))[1]
+        return list(recall_scan(self, self._scan_split)[1])
 
     def file_metadata(self) -> dict[str, str]:
         return {"source": "SA-1B", "bucketing": "none"}
@@ -302,15 +316,15 @@ class SA1BBucketSpec:
 
     def samples(self) -> Iterator[Sample]:
         """The parent's samples in this bucket, declaring the bucket size; the stored size goes to metadata."""
-        for s in self.parent.whole_samples():
+        for s in self.parent.whole_samples(fresh=False):
             if bucket_of(s.width, s.height) == (self.height, self.width):
                 meta = {**s.metadata, "source_width": s.width, "source_height": s.height}
                 yield dataclasses.replace(s, width=self.width, height=self.height, metadata=meta)
 
     def enumeration_rejects(self) -> list[Reject]:
         """Enumeration rejects belong to no bucket; they are reported with the first (smallest) bucket only."""
-        first = next(iter(self.parent.buckets().values()), None)
-        return self.parent.enumeration_rejects() if first == self else []
+        sizes = sorted({bucket_of(s.width, s.height) for s in self.parent.whole_samples(fresh=False)})
+        return self.parent.enumeration_rejects() if sizes and sizes[0] == (self.height, self.width) else []
 
     def file_metadata(self) -> dict[str, str]:
         return {"source": "SA-1B", "bucketing": "short side 352, long side multiple of 32 (flip-spec 1.4)",
@@ -335,12 +349,6 @@ class SA1BBucketSpec:
             resized = m if isinstance(m, Reject) else resize_mask_area(m, height, width)
             out.append(_instance(src, resized, what=f"RLE resized to {width}x{height}"))
         return out
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_scan(spec: SA1BSpec) -> tuple[Sample | Reject, ...]:
-    """One enumeration pass per spec value and process (``samples`` and ``enumeration_rejects`` share it)."""
-    return spec._scan_all()
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from datasets_spec._common import id_map_instances, read_image_file, split_scan
+from datasets_spec._common import id_map_instances, read_image_file, recall_scan, remember_scan, split_scan
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -130,10 +130,10 @@ class SBDSpec:
         return split_scan(self._scan_one(i) for i in self._ids())
 
     def samples(self) -> Iterator[Sample]:
-        yield from self._scan()[0]
+        yield from remember_scan(self, self._scan())[0]
 
     def enumeration_rejects(self) -> list[Reject]:
-        return self._scan()[1]
+        return list(recall_scan(self, self._scan)[1])
 
     def file_metadata(self) -> dict[str, str]:
         return {"type": self.split, "split": self.split, "category_ids": "PASCAL VOC 1..20"}

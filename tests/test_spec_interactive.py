@@ -157,3 +157,18 @@ def test_missing_folder_is_spec_error(tmp_path):
         from datasets_spec._interactive import PairedFolderSpec
 
         PairedFolderSpec(name="x", root=tmp_path, images_dir="a", masks_dir="b", mask_rule="nope")
+
+
+def test_band128_palette_mask_is_looked_up_like_opencv(tmp_path):
+    """A palette mask under the band128 rule goes through its palette first (cv2.imread returns BGR colours)."""
+    (tmp_path / "data_GT").mkdir()
+    (tmp_path / "boundary_GT").mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "data_GT" / "a.png")
+    idx = np.zeros((6, 8), np.uint8)
+    idx[1:3, 1:3] = 1  # palette colour (0, 0, 255): blue 255 -> object
+    idx[4, :] = 2  # palette colour (128, 128, 128): the band
+    pal = Image.fromarray(idx, mode="P")
+    pal.putpalette([0, 0, 0, 0, 0, 255, 128, 128, 128] + [0] * (256 * 3 - 9))
+    pal.save(tmp_path / "boundary_GT" / "a.png")
+    ((_, _, (m,)),) = materialize(grabcut_spec(root=tmp_path)).values()
+    assert np.array_equal(m.mask, idx == 1) and np.array_equal(m.ignore, idx == 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+from PIL import Image
 
 from datasets_spec.kitti360 import KITTI360_LABELS, Kitti360Spec, split_id
 from tests.common.spec_fixtures import KITTI_SEQ, kitti360_tree, masks_of, materialize, rejects_of
@@ -77,3 +78,14 @@ def test_frames_list_selects_frames(tmp_path):
     spec = Kitti360Spec(root=tmp_path, frames_list=lst)
     assert [s.metadata["frame"] for s in spec.samples()] == [11]
     assert len(masks_of(materialize(spec))) == 1
+
+
+def test_enumeration_is_fresh_after_source_changes(tmp_path):
+    frames = kitti360_tree(tmp_path)
+    spec = Kitti360Spec(root=tmp_path)
+    assert len(list(spec.samples())) == 3 and len(spec.enumeration_rejects()) == 1  # reuses the scan
+    inst = tmp_path / "data_2d_semantics" / "train" / KITTI_SEQ / "image_00" / "instance"
+    Image.fromarray(frames["0000000011"]).save(inst / "0000000014.png")
+    (tmp_path / "data_2d_raw" / KITTI_SEQ / "image_00" / "data_rect" / "0000000014.png").write_bytes(
+        (tmp_path / "data_2d_raw" / KITTI_SEQ / "image_00" / "data_rect" / "0000000011.png").read_bytes())
+    assert len(list(Kitti360Spec(root=tmp_path).samples())) == 4  # an equal spec value scans again

@@ -21,8 +21,8 @@ from datasets_spec import SPECS
 logger = logging.getLogger(__name__)
 
 FILE_FORMATS = ("coco", "lvis")  # formats configured by --images/--annotations; the rest take --root
-DEFAULT_STEPS = 40
-DEFAULT_EVAL_INSTANCES = 32
+DEFAULT_STEPS = 20
+DEFAULT_EVAL_INSTANCES = 24
 EXTRA_LOGGERS = "flip_core,datasets_spec,flows"
 
 EPILOG = """examples:
@@ -51,7 +51,7 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--source", action="append", default=[], metavar="'FORMAT [OPTIONS]'",
                        help="any format with its `flip convert FORMAT` options, e.g. \"grabcut --root DIR\" "
                             "(repeatable)")
-    group.add_argument("--procedural-images", type=int, default=16, metavar="N",
+    group.add_argument("--procedural-images", type=int, default=12, metavar="N",
                        help="images in the generated default dataset (default %(default)s)")
     group.add_argument("--eval-on", nargs="+", metavar="SOURCE",
                        help="sources to evaluate on (default: every source); the others are used for training only")
@@ -153,6 +153,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     apply_local_defaults(use_gpu=args.use_gpu)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", EXTRA_LOGGERS)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise
     from pydantic import ValidationError
 
     from flows.runtime import PrefectUnavailableError, RayUnavailableError, check_ray_address, prefect_api
@@ -173,6 +174,11 @@ def run_main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RayUnavailableError, PrefectUnavailableError) as exc:
         print(f"flip run: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback; end with one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"flip run: failed after {time.perf_counter() - start:.0f} s: {type(exc).__name__}: {first}",
+              file=sys.stderr)
+        return 1
     _print_outputs(outputs, time.perf_counter() - start)
     return 0
 

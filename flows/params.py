@@ -97,7 +97,7 @@ class TrainParams(_Params):
     """Training settings (see ``flip train --help``)."""
 
     model: str = Field(default="tiny", description="FLIP model size: tiny, small, middle, large")
-    steps: int = Field(default=40, ge=1, description="total optimizer steps")
+    steps: int = Field(default=20, ge=1, description="total optimizer steps")
     num_workers: int = Field(default=1, ge=1, description="Ray Train workers (one GPU each with use_gpu)")
     use_gpu: bool = Field(default=False, description="train on GPUs (one per worker)")
     seed: int = Field(default=0, description="seed of every random draw")

@@ -7,7 +7,6 @@ last checkpoint), and a rerun with ``resume`` continues from the run directory's
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -17,7 +16,7 @@ from flows.artifacts import publish, training_markdown
 from flows.params import TrainParams
 from flows.runtime import ray_runtime
 
-__all__ = ["train", "train_task", "build_train_config", "read_metrics"]
+__all__ = ["train", "train_task", "build_train_config"]
 
 
 def build_train_config(data: list[str], run_dir: str, params: TrainParams, ray_address: str | None = None):
@@ -39,14 +38,6 @@ def build_train_config(data: list[str], run_dir: str, params: TrainParams, ray_a
     return TrainConfig(model=params.model, data=DataConfig(manifests=tuple(data), **data_over), run_dir=run_dir,
                        steps=params.steps, seed=params.seed, num_workers=params.num_workers, use_gpu=params.use_gpu,
                        resume=params.resume, ray_address=ray_address, **extra, **train_over)
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines metrics file (rank 0's per-step log); [] when the file does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @task(name="train-model", cache_policy=NO_CACHE)
@@ -78,8 +69,12 @@ def train(data: list[str], run_dir: str = "flip-runs/default/train", params: Tra
     with ray_runtime(ray_address) as where:
         get_run_logger().info("Ray: %s", where)
         result = train_task(data, run_dir, params, None)  # None: use the flow's Ray connection
+    from flip_core.train.metrics import read_metrics
+
     checkpoints = {"latest": result.latest_checkpoint, "best": result.best_checkpoint}
-    publish("training-summary", training_markdown(read_metrics(result.metrics_path), checkpoints, Path(run_dir)),
+    records = read_metrics(Path(result.metrics_path))
+    publish("training-summary", training_markdown(records, checkpoints, Path(run_dir),
+                                                  keys=("loss", "iou", "samples_per_s")),
             f"FLIP-{params.model}: loss / IoU curve and checkpoints")
     if not result.latest_checkpoint:
         raise RuntimeError(f"training finished without a checkpoint in {run_dir}")

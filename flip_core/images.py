@@ -7,9 +7,10 @@ Pillow at quality 95 (the reference's OpenCV default quality). EXIF orientation 
 to the stored pixel order, like COCO's.
 
 ``instance_masks`` items are single-channel 8-bit PNGs with values {0, 255} (spec 1.1). We write them with a small
-fixed encoder (filter type 0 on every row, zlib ``Z_RLE`` strategy): any PNG decoder reads them, the bytes are a pure
-function of the mask (so reruns are byte-identical), and it is about 3x faster than Pillow's adaptive filtering on
-mask images, while the files are smaller. Decoding uses Pillow.
+fixed encoder: filter type 0 on every row and the IDAT deflate stream from ISA-L (``isal.isal_zlib``, level 1), a
+standard zlib stream that every PNG decoder reads. The bytes are a pure function of the mask for a given ISA-L build
+(so reruns are byte-identical), and encoding is dozens of times faster than Pillow's PNG writer (zlib with adaptive
+filtering), which dominated the reference converter's time on COCO. Decoding uses Pillow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 from datasets_spec.base import RecordError
@@ -46,6 +48,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 """Decompression-bomb limit in pixels (Pillow's default warning threshold); larger images are rejected."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_DEFLATE_LEVEL = 1
+"""ISA-L level 1: mask PNGs about 25% larger than zlib level 6, compressed about 30-70x faster."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -193,8 +197,7 @@ def encode_mask_png(
     raw = np.zeros((height, width + 1), dtype=np.uint8)  # column 0 is each row's filter byte (0 = None)
     crop = raw[r0 : r0 + mask.shape[0], 1 + c0 : 1 + c0 + mask.shape[1]]
     np.multiply(mask != 0, np.uint8(255), out=crop, casting="unsafe")
-    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    idat = packer.compress(raw.data) + packer.flush()
+    idat = isal_zlib.compress(raw.data, _PNG_DEFLATE_LEVEL)
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
     return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 

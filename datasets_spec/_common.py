@@ -25,6 +25,7 @@ __all__ = [
     "read_image_file",
     "decode_image_bytes",
     "open_mask_file",
+    "mask_mode",
     "resize_mask_nearest",
     "resize_mask_area",
     "size_mismatch",
@@ -102,6 +103,21 @@ def open_mask_file(path: Path, *, source_id: str, palette_to_rgb: bool = False) 
         raise RecordError("unreadable", f"{source_id}: cannot decode mask file {path}: {exc}") from None
 
 
+def mask_mode(path: Path, *, source_id: str) -> str:
+    """Pillow mode of an image file from its header only (no pixel decoding).
+
+    Raises:
+        RecordError: ``missing_file`` / ``unreadable`` naming the file.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except FileNotFoundError:
+        raise RecordError("missing_file", f"{source_id}: mask file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RecordError("unreadable", f"{source_id}: cannot decode mask file {path}: {exc}") from None
+
+
 def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a (h, w) bool/uint8 mask to (height, width) bool (Pillow ``NEAREST``)."""
     if mask.shape == (height, width):
@@ -114,12 +130,29 @@ def resize_mask_area(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a (h, w) bool mask to (height, width) bool by bilinear filtering of 0/255 and thresholding at 128.
 
     Pillow's bilinear filter widens its support when downscaling, so this is an area-weighted vote: a pixel is
-    object when at least half of the source area under it is object.
+    object when at least half of the source area under it is object. Only the output rows/columns near the mask's
+    bounding box are computed (Pillow's ``resize(box=...)`` keeps the full-image sampling grid and clips the filter
+    at the image border, not the box), so the result equals resizing the whole mask, at a fraction of the cost
+    (SA-1B 2250x1500 -> 544x352: ~30 ms -> ~9 ms for a mid-size mask). The one exception: a pixel whose filtered
+    value is 127 or 128 (exactly half covered) may round the other way, because the box offsets are floats.
     """
+    mask = np.asarray(mask, dtype=bool)
     if mask.shape == (height, width):
-        return mask.astype(bool, copy=False)
+        return mask
+    out = np.zeros((height, width), dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return out
+    sy, sx = mask.shape[0] / height, mask.shape[1] / width
+    # Output pixels whose filter support (radius max(1, scale) source px around the centre) can reach the mask.
+    y0 = max(0, int((rows[0] - max(1.0, sy)) / sy) - 1)
+    y1 = min(height, int((rows[-1] + 1 + max(1.0, sy)) / sy) + 2)
+    x0 = max(0, int((cols[0] - max(1.0, sx)) / sx) - 1)
+    x1 = min(width, int((cols[-1] + 1 + max(1.0, sx)) / sx) + 2)
     img = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR)) >= 128
+    crop = img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    out[y0:y1, x0:x1] = np.asarray(crop) >= 128
+    return out
 
 
 def size_mismatch(source_id: str, what: str, got: tuple[int, ...], height: int, width: int) -> Reject:

@@ -42,7 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets_spec._common import IMAGE_SUFFIXES, empty_mask, open_mask_file, read_image_file, size_mismatch
+from datasets_spec._common import (
+    IMAGE_SUFFIXES,
+    empty_mask,
+    mask_mode,
+    open_mask_file,
+    read_image_file,
+    recall_scan,
+    remember_scan,
+    size_mismatch,
+    split_scan,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -121,60 +131,42 @@ class PairedFolderSpec:
             masks_of[stem].append(m)
         return by_stem, masks_of, rejects
 
-    def enumeration_rejects(self) -> list[Reject]:
+    def _scan(self) -> tuple[list[Sample], list[Reject]]:
+        """Pair the folders and list every sample's instances (``index`` masks are decoded for their indices)."""
         by_stem, masks_of, rejects = self._pairing()
-        for stem, p in by_stem.items():
-            if stem not in masks_of:
-                rejects.append(
-                    Reject(
-                        source_id=f"{self.name}/img/{p.name}",
-                        stage="enumerate",
-                        reason="missing_mask",
-                        message=f"image {p} has no mask with stem {stem!r} in {self.root / self.masks_dir}",
-                    )
-                )
-        return rejects + [r for r in self._index_rejects(masks_of)]
-
-    def _index_rejects(self, masks_of: dict[str, list[Path]]) -> Iterator[Reject]:
-        if self.mask_rule != "index":
-            return
-        for paths in masks_of.values():
-            for m in paths:
-                try:
-                    self._mask_instances(m)
-                except RecordError as exc:
-                    yield Reject(source_id=f"{self.name}/mask/{m.name}", stage="enumerate", reason=exc.reason,
-                                 message=str(exc))
-
-    def samples(self) -> Iterator[Sample]:
-        by_stem, masks_of, _ = self._pairing()
+        items: list[Sample | Reject] = list(rejects)
         for key, (stem, img) in enumerate(sorted(by_stem.items(), key=lambda kv: kv[1].name)):
+            source_id = f"{self.name}/img/{img.name}"
             if stem not in masks_of:
+                items.append(Reject(source_id=source_id, stage="enumerate", reason="missing_mask",
+                                    message=f"image {img} has no mask with stem {stem!r} in {self.root / self.masks_dir}"))
                 continue
             instances: list[InstanceSource] = []
+            bad: list[Reject] = []
             for m in masks_of[stem]:
                 try:
                     instances.extend(self._mask_instances(m))
-                except RecordError:
-                    continue  # reported by enumeration_rejects
-            if not instances:
-                continue
-            yield Sample(
-                key=key,
-                source_id=f"{self.name}/img/{img.name}",
-                file_name=f"{self.images_dir}/{img.name}",
-                image_path=img,
-                instances=tuple(instances),
-            )
+                except RecordError as exc:
+                    bad.append(Reject(source_id=f"{self.name}/mask/{m.name}", stage="enumerate", reason=exc.reason,
+                                      message=str(exc)))
+            items.append(Sample(key=key, source_id=source_id, file_name=f"{self.images_dir}/{img.name}",
+                                image_path=img, instances=tuple(instances), rejects=tuple(bad)))
+        return split_scan(items)
+
+    def samples(self) -> Iterator[Sample]:
+        yield from remember_scan(self, self._scan())[0]
+
+    def enumeration_rejects(self) -> list[Reject]:
+        return list(recall_scan(self, self._scan)[1])
 
     def _mask_instances(self, mask_path: Path) -> list[InstanceSource]:
         base = f"{self.name}/mask/{mask_path.name}"
         rel = f"{self.masks_dir}/{mask_path.name}"
         if self.mask_rule == "band128" or self.merge_objects:
             return [InstanceSource(source_id=base, payload=(rel, None), metadata={"mask_file": rel})]
-        arr, mode = open_mask_file(mask_path, source_id=base)
-        if mode != "P":
+        if mask_mode(mask_path, source_id=base) != "P":
             return [InstanceSource(source_id=base, payload=(rel, None), metadata={"mask_file": rel})]
+        arr, _ = open_mask_file(mask_path, source_id=base)
         values = [int(v) for v in np.unique(arr) if v not in (0, VOID_INDEX)]
         return [
             InstanceSource(source_id=f"{base}#{v}", payload=(rel, v), metadata={"mask_file": rel, "object_index": v})

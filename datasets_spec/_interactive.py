@@ -47,6 +47,7 @@ from datasets_spec._common import (
     empty_mask,
     mask_mode,
     open_mask_file,
+    present_values,
     read_image_file,
     recall_scan,
     remember_scan,
@@ -167,7 +168,7 @@ class PairedFolderSpec:
         if mask_mode(mask_path, source_id=base) != "P":
             return [InstanceSource(source_id=base, payload=(rel, None), metadata={"mask_file": rel})]
         arr, _ = open_mask_file(mask_path, source_id=base)
-        values = [int(v) for v in np.unique(arr) if v not in (0, VOID_INDEX)]
+        values = [v for v in present_values(arr) if v not in (0, VOID_INDEX)]
         return [
             InstanceSource(source_id=f"{base}#{v}", payload=(rel, v), metadata={"mask_file": rel, "object_index": v})
             for v in values

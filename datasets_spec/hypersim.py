@@ -39,6 +39,7 @@ import numpy as np
 
 from datasets_spec._common import (
     id_map_instances,
+    present_values,
     read_image_file,
     recall_scan,
     remember_scan,
@@ -169,7 +170,7 @@ class HypersimSpec:
         paths = self._paths(inst_file)
         image = paths[self.image_source]
         instances, rejects = [], []
-        for v in (int(x) for x in np.unique(ids)):
+        for v in present_values(ids):
             sid = f"{source_id}/{v}"
             if v >= 0:
                 instances.append(InstanceSource(source_id=sid, payload=v, metadata={"instance_id": v}))

@@ -41,6 +41,7 @@ import numpy as np
 from datasets_spec._common import (
     id_map_instances,
     open_mask_file,
+    present_values,
     read_image_file,
     recall_scan,
     remember_scan,
@@ -204,7 +205,7 @@ class Kitti360Spec:
         if ids.ndim != 2:
             return Reject(source_id=source_id, stage="enumerate", reason="bad_shape",
                           message=f"{label_file}: expected a single-channel 16-bit PNG, got shape {ids.shape}")
-        instances, rejects = self._instances(np.unique(ids), source_id)
+        instances, rejects = self._instances(present_values(ids), source_id)
         return Sample(
             key=key,
             source_id=source_id,
@@ -218,11 +219,11 @@ class Kitti360Spec:
             rejects=tuple(rejects),
         )
 
-    def _instances(self, values: np.ndarray, source_id: str) -> tuple[list[InstanceSource], list[Reject]]:
+    def _instances(self, values: list[int], source_id: str) -> tuple[list[InstanceSource], list[Reject]]:
         instances: list[InstanceSource] = []
         rejects: list[Reject] = []
         stuff_seen: set[int] = set()
-        for v in (int(x) for x in values):
+        for v in values:
             sem, inst = split_id(v)
             label = _LABEL_BY_ID.get(sem)
             sid = f"{source_id}/{v}"

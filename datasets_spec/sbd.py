@@ -31,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from datasets_spec._common import id_map_instances, read_image_file, recall_scan, remember_scan, split_scan
+from datasets_spec._common import (
+    id_map_instances,
+    present_values,
+    read_image_file,
+    recall_scan,
+    remember_scan,
+    split_scan,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -114,7 +121,7 @@ class SBDSpec:
         except RecordError as exc:
             return Reject(source_id=source_id, stage="enumerate", reason=exc.reason, message=str(exc))
         instances, rejects = [], []
-        for v in (int(x) for x in np.unique(seg) if 0 < x != VOID_VALUE):
+        for v in (x for x in present_values(seg) if 0 < x != VOID_VALUE):
             sid = f"{source_id}/{v}"
             if v > len(cats):
                 rejects.append(Reject(source_id=sid, stage="enumerate", reason="unknown_label",

@@ -62,3 +62,12 @@ def test_id_map_instances_and_split_scan():
     full = Sample(key=2, source_id="img/2", file_name="2.jpg", instances=tuple(srcs[:1]))
     samples, rejects = split_scan([empty, full, Reject(source_id="b", stage="enumerate", reason="x")])
     assert samples == [full] and [r.reason for r in rejects] == ["unknown_label", "no_instances", "x"]
+
+
+def test_present_values_matches_unique():
+    from datasets_spec._common import present_values
+
+    rng = np.random.default_rng(3)
+    for arr in (rng.integers(-1, 40, (30, 20)), rng.integers(0, 60000, (50, 50)).astype(np.uint16),
+                np.array([[-(2**40), 5]]), np.zeros((0, 3), np.int32), np.array([[255, 0]], np.uint8)):
+        assert present_values(arr) == [int(v) for v in np.unique(arr)]

@@ -119,3 +119,18 @@ def test_config_is_picklable_and_frozen(datasets, tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
     assert os.fspath(cfg.out_path) == str(tmp_path)
+
+
+def test_cli_help_and_errors(datasets, tmp_path, capsys):
+    from flip_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "--max-instances" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(datasets), "--out", str(tmp_path / "o"), "--mode", "fast"]) == 2
+    assert "unknown mode" in capsys.readouterr().err
+    rc = main(["evaluate", "--data", str(datasets), "--out", str(tmp_path / "o"), "--num-workers", "0",
+               "--protocol", "flip", "--max-instances", "2"])
+    assert rc == 0 and "0 already done" in capsys.readouterr().out

@@ -62,6 +62,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="frame conversion of the prompt (reference = released-checkpoint compatibility)")
     p.add_argument("--initial-sigma", type=float, default=0.1, metavar="FRAC",
                    help="click adapter: first-click Gaussian sigma as a fraction of the short side (0.1)")
+    p.add_argument("--refine-iters", type=int, default=2, metavar="N",
+                   help="click adapter: moment-refinement predictions after the first click (2)")
+    p.add_argument("--click-radius", type=float, default=5.0, metavar="PX",
+                   help="click adapter: radius of the click disks added to the region and forced in the output (5)")
     p.add_argument("--calibration-instances", type=int, default=200, metavar="N",
                    help="instances per fold used to choose the baseline radius (200)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per task (1)")
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             overlap_threshold=args.overlap_threshold,
             coverage=args.coverage,
             convention=args.convention,
-            adapter=ClickAdapterConfig(initial_sigma_frac=args.initial_sigma),
+            adapter=ClickAdapterConfig(initial_sigma_frac=args.initial_sigma, refine_iters=args.refine_iters,
+                                       click_radius_px=args.click_radius),
             calibration_instances=args.calibration_instances,
             torch_threads=args.torch_threads,
         )

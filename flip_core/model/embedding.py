@@ -31,7 +31,7 @@ class _CellRegroup(nn.Module):
 
 class _FlattenFrom1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1)
+        return x.flatten(1)  # not reshape(n, -1): n may be 0
 
 
 class PatchEmbedding(nn.Module):

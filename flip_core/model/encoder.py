@@ -20,7 +20,7 @@ __all__ = ["FeedForwardBlock", "SelfAttention", "EncoderLayer", "split_heads", "
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(N, H*D) -> (H, N, D) view."""
-    return x.view(x.shape[0], num_heads, -1).transpose(0, 1)
+    return x.view(x.shape[0], num_heads, x.shape[1] // num_heads).transpose(0, 1)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:

@@ -148,8 +148,9 @@ def _to_m(xs: torch.Tensor, ys: torch.Tensor, width: int, height: int) -> torch.
 
 def _decode(model: Flip, cache: KVCache, coords: torch.Tensor, batch: int) -> torch.Tensor:
     """Logits (Q,) for frame-M coords (Q, 2) of the single cached sample, in chunks of ``batch``."""
-    out = [model.decode(cache, chunk, [chunk.shape[0]]) for chunk in torch.split(coords, batch)]
-    return torch.cat(out) if out else coords.new_zeros(0)
+    if coords.shape[0] == 0:
+        return coords.new_zeros(0)
+    return torch.cat([model.decode(cache, chunk, [chunk.shape[0]]) for chunk in torch.split(coords, batch)])
 
 
 def _dense_box(model, cache, box, width, height, batch, device):

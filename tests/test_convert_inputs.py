@@ -157,3 +157,22 @@ def test_sixteen_bit_png_is_reencoded():
     enc = prepare_image(out.getvalue(), source_id="x")
     assert enc.encoding == ENCODING_REENCODED_JPEG and enc.source_format.startswith("PNG/I")
     assert (enc.width, enc.height) == (W, H)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.float32, np.int16])
+def test_build_instance_matches_full_image_helpers(dtype):
+    from datasets_spec.base import InstanceMask
+    from flip_core.convert.task import build_instance
+    from flip_core.gaussian import mask_bbox, mask_moments
+
+    rng = np.random.default_rng(5)
+    full = np.zeros((37, 53), dtype=dtype)
+    full[0:9, 3:40] = (rng.random((9, 37)) < 0.5).astype(dtype)
+    if dtype is np.float32:
+        full[20, 20] = 0.4  # below the 0.5 threshold: not inside
+    inst = build_instance(InstanceMask(source_id="x", category_id=3, mask=full), 37, 53)
+    binary = full > 0.5
+    np.testing.assert_array_equal(inst.bbox, mask_bbox(binary))
+    np.testing.assert_allclose(inst.moments, mask_moments(binary), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(decode_mask_png(inst.mask_png), binary)
+    assert inst.area_px == binary.sum() and inst.category_id == 3

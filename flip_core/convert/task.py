@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from datasets_spec.base import DatasetSpec, InstanceMask, RecordError, Reject, Sample
 from flip_core.convert.plan import ShardPlan
-from flip_core.gaussian import mask_bbox, mask_moments
+from flip_core.gaussian import mask_moments
 from flip_core.images import encode_mask_png, prepare_image
 from flip_core.manifest import manifest_rows, write_json_atomic
 from flip_core.shards import ShardImage, ShardInstance, sha256_file, write_shard
@@ -66,23 +66,40 @@ def _reject_row(reject: Reject, shard: str) -> dict:
     return {**asdict(reject), "shard": shard}
 
 
+def _bounding_crop(mask: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """``(row0, col0, crop)`` of the pixels ``> 0.5`` (crop as bool), or None for an empty mask.
+
+    Same box as ``gaussian.mask_bbox(mask > 0.5)`` but cheaper: bool and unsigned masks (the usual case) are scanned
+    as they are (``!= 0`` equals ``> 0.5`` for them), rows first, then only the band of rows that has pixels.
+    """
+    if mask.dtype != bool and mask.dtype.kind != "u":
+        mask = mask > 0.5
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    r0, r1 = int(rows[0]), int(rows[-1])
+    cols = np.flatnonzero(mask[r0 : r1 + 1].any(axis=0))
+    c0, c1 = int(cols[0]), int(cols[-1])
+    return r0, c0, mask[r0 : r1 + 1, c0 : c1 + 1] != 0
+
+
 def build_instance(item: InstanceMask, height: int, width: int) -> ShardInstance | Reject:
     """Encode one decoded instance: PNG {0,255}, bbox (frame P), moments (frame N, spec 1.2), pixel area.
 
-    Everything is computed on the mask's bounding crop (bit-identical PNG bytes, moments equal to the full-image
-    computation up to float64 summation order). Rejects ``mask_shape`` (wrong size) and ``empty_mask``.
+    The mask is binarised as ``> 0.5`` (the Gaussian's threshold, spec 1.2); the bbox is the inclusive box of that
+    binary mask (for binary masks the same as the reference's ``> 0.75``, but counting row/column 0, spec 9.6).
+    Everything is computed on the bounding crop: bit-identical PNG bytes, moments equal to the full-image
+    computation up to float64 summation order. Rejects ``mask_shape`` (wrong size) and ``empty_mask``.
     """
     mask = np.asarray(item.mask)
     if mask.shape != (height, width):
         return Reject(source_id=item.source_id, stage="mask", reason="mask_shape",
                       message=f"{item.source_id}: mask shape {mask.shape} differs from the image ({height}, {width})")
-    binary = mask > 0.5
-    try:
-        x0, y0, x1, y1 = (int(v) for v in mask_bbox(binary))
-    except ValueError:
+    found = _bounding_crop(mask)
+    if found is None:
         return Reject(source_id=item.source_id, stage="mask", reason="empty_mask",
                       message=f"{item.source_id}: the decoded mask has no pixel inside the {width}x{height} image")
-    crop = binary[y0 : y1 + 1, x0 : x1 + 1]
+    y0, x0, crop = found
     ignore_png = b""
     if item.ignore is not None:
         ignore = np.asarray(item.ignore)
@@ -92,7 +109,7 @@ def build_instance(item: InstanceMask, height: int, width: int) -> ShardInstance
         ignore_png = encode_mask_png(ignore) if ignore.any() else b""
     return ShardInstance(
         mask_png=encode_mask_png(crop, origin=(y0, x0), image_shape=(height, width)),
-        bbox=np.array([x0, y0, x1, y1], dtype=np.float32),
+        bbox=np.array([x0, y0, x0 + crop.shape[1] - 1, y0 + crop.shape[0] - 1], dtype=np.float32),
         moments=mask_moments(crop, origin=(y0, x0), image_shape=(height, width)),
         category_id=int(item.category_id),
         area_px=int(np.count_nonzero(crop)),

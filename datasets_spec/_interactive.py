@@ -140,7 +140,8 @@ class PairedFolderSpec:
             source_id = f"{self.name}/img/{img.name}"
             if stem not in masks_of:
                 items.append(Reject(source_id=source_id, stage="enumerate", reason="missing_mask",
-                                    message=f"image {img} has no mask with stem {stem!r} in {self.root / self.masks_dir}"))
+                                    message=f"image {img} has no mask with stem {stem!r} in "
+                                            f"{self.root / self.masks_dir}"))
                 continue
             instances: list[InstanceSource] = []
             bad: list[Reject] = []
@@ -232,4 +233,5 @@ def bgr_channel0(arr: np.ndarray, mode: str) -> np.ndarray:
 def add_root_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
     """``--root`` and ``--name``, common to every folder-layout benchmark."""
     parser.add_argument("--root", type=Path, required=True, help="dataset root folder (layout: see below)")
-    parser.add_argument("--name", default=default_name, help=f"dataset name stored in the shards (default {default_name})")
+    parser.add_argument("--name", default=default_name,
+                        help=f"dataset name stored in the shards (default {default_name})")

@@ -21,7 +21,8 @@ from datasets_spec._interactive import PairedFolderSpec, add_root_argument
 __all__ = ["davis_spec", "add_cli_arguments", "from_cli_args"]
 
 
-def davis_spec(*, root, name: str = "davis", images_dir: str = "img", masks_dir: str = "gt", merge_objects: bool = False):
+def davis_spec(*, root, name: str = "davis", images_dir: str = "img", masks_dir: str = "gt",
+               merge_objects: bool = False):
     """The DAVIS spec: a :class:`~datasets_spec._interactive.PairedFolderSpec` with the ``index`` rule."""
     return PairedFolderSpec(
         name=name, root=root, images_dir=images_dir, masks_dir=masks_dir, mask_rule="index", merge_objects=merge_objects

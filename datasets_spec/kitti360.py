@@ -190,7 +190,8 @@ class Kitti360Spec:
         seq_dir = label_file.parents[2].name
         m = _SEQ_RE.match(seq_dir)
         if not m or not label_file.stem.isdigit():
-            raise RecordError("bad_name", f"kitti360: {label_file} does not follow <drive>_sync/<cam>/instance/<frame>.png")
+            raise RecordError("bad_name",
+                              f"kitti360: {label_file} does not follow <drive>_sync/<cam>/instance/<frame>.png")
         frame = int(label_file.stem)
         image = self.root / "data_2d_raw" / seq_dir / self.camera / "data_rect" / label_file.name
         return int(m.group(1)) * 10**10 + frame, seq_dir, frame, image
@@ -275,7 +276,8 @@ class Kitti360Spec:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, required=True, help="KITTI-360 root with data_2d_raw/ and data_2d_semantics/")
+    parser.add_argument("--root", type=Path, required=True,
+                        help="KITTI-360 root with data_2d_raw/ and data_2d_semantics/")
     parser.add_argument("--name", default="kitti360", help="dataset name stored in the shards (default kitti360)")
     parser.add_argument("--camera", default="image_00", choices=("image_00", "image_01"), help="perspective camera")
     parser.add_argument("--sequences", nargs="*", default=(), help="sequence numbers or folder names (default: all)")

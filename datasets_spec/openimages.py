@@ -207,7 +207,8 @@ def _read_zip_member(archive: Path, member: str, *, source_id: str, extracted: P
     try:
         return _open_zip(archive).read(member), f"{archive}:{member}"
     except KeyError:
-        raise RecordError("missing_file", f"{source_id}: {member} is neither in {extracted.parent} nor in {archive}") from None
+        raise RecordError("missing_file",
+                          f"{source_id}: {member} is neither in {extracted.parent} nor in {archive}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise RecordError("unreadable", f"{source_id}: cannot read {member} from {archive}: {exc}") from None
 
@@ -217,7 +218,8 @@ def _is_hex(text: str) -> bool:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, required=True, help="Open Images root (CSV + {split}/images, {split}/masks)")
+    parser.add_argument("--root", type=Path, required=True,
+                        help="Open Images root (CSV + {split}/images, {split}/masks)")
     parser.add_argument("--split", choices=SPLITS, default="validation", help="which split (default validation)")
     parser.add_argument("--name", default="", help="dataset name stored in the shards (default openimages-{split})")
     parser.add_argument("--annotations-csv", type=Path, default=None,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import tarfile
@@ -78,7 +77,11 @@ def bucket_of(width: int, height: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- raw access (tar members or files)
 def _read_part(root: Path, part: tuple) -> bytes:
-    """Bytes of ``("file", rel)`` or ``("tar", rel, offset, size)``; raises RecordError ``truncated``/``missing_file``."""
+    """Bytes of ``("file", rel)`` or ``("tar", rel, offset, size)``.
+
+    Raises:
+        RecordError: ``truncated``, ``missing_file`` or ``unreadable``.
+    """
     kind, rel = part[0], part[1]
     path = root / rel
     try:
@@ -191,7 +194,8 @@ class SA1BSpec:
         if set(parts) != {".jpg", ".json"}:
             have = next(iter(parts))
             return Reject(source_id=source_id, stage="enumerate", reason="missing_file",
-                          message=f"{source_id}: has {stem}{have} but not {stem}{'.json' if have == '.jpg' else '.jpg'}")
+                          message=f"{source_id}: has {stem}{have} but not "
+                                  f"{stem}{'.json' if have == '.jpg' else '.jpg'}")
         try:
             doc = _parse_json(_read_part(self.root, parts[".json"]), f"{source_id}.json")
         except RecordError as exc:
@@ -280,7 +284,8 @@ class SA1BSpec:
     def load_masks(self, sample: Sample, height: int, width: int) -> list[InstanceMask | Reject]:
         if (height, width) != (sample.height, sample.width):
             return [Reject(source_id=s.source_id, stage="mask", reason="size_mismatch",
-                           message=f"{s.source_id}: JSON says {sample.width}x{sample.height}, image is {width}x{height}")
+                           message=f"{s.source_id}: JSON says {sample.width}x{sample.height}, "
+                                   f"image is {width}x{height}")
                     for s in sample.instances]
         return [_instance(src, m) for src, m in self.decode_rles(sample)]
 

@@ -60,7 +60,8 @@ def read_gtinst(path: Path, *, source_id: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError, OSError... for corrupt files
-        raise RecordError("malformed_mat", f"{source_id}: scipy cannot read {path}: {type(exc).__name__}: {exc}") from None
+        raise RecordError("malformed_mat",
+                          f"{source_id}: scipy cannot read {path}: {type(exc).__name__}: {exc}") from None
     try:
         gt = mat["GTinst"][0, 0]
         seg = np.asarray(gt["Segmentation"])

@@ -65,7 +65,8 @@ def test_bad_frames(tmp_path):
     hypersim_frame(tmp_path, "ai_002_003", "cam_01", 4, good)
     hypersim_frame(tmp_path, "ai_002_003", "cam_01", 5, np.zeros((2, 12, 16), np.int64))  # not 2-D
     hypersim_frame(tmp_path, "ai_002_003", "cam_01", 6, np.ones((12, 16), np.int64))
-    with h5py.File(tmp_path / "ai_002_003/images/scene_cam_01_geometry_hdf5/frame.0006.semantic_instance.hdf5", "w") as f:
+    geo = tmp_path / "ai_002_003/images/scene_cam_01_geometry_hdf5"
+    with h5py.File(geo / "frame.0006.semantic_instance.hdf5", "w") as f:
         f.create_dataset("dataset", data=np.ones((10, 16), np.int32))  # wrong size for its 12x16 image
     spec = HypersimSpec(root=tmp_path)
     result = materialize(spec)

@@ -106,7 +106,8 @@ def test_coco_mval_real_gray_and_spaces(shared_data):
     result = materialize(coco_mval_spec(root=root))
     files = _by_file(result)
     assert len(files) == 16 and len(masks_of(result)) == 16
-    assert {"baseball bat00_000000057232.jpg", "hair drier02_000000239041.jpg", "wine glass04_000000047112.jpg"} <= set(files)
+    spaced = {"baseball bat00_000000057232.jpg", "hair drier02_000000239041.jpg", "wine glass04_000000047112.jpg"}
+    assert spaced <= set(files)
     _, rgb, (m,) = files["skateboard02_000000431848.jpg"]
     assert rgb.ndim == 3 and rgb.shape[2] == 3  # grayscale JPEG decodes to RGB
     for name, (_, _, (m,)) in files.items():

@@ -39,7 +39,8 @@ def test_instances_rejects_and_keys(tmp_path):
     # things with instances: car 26001, car 26002, person 24001; building 11000 (instanceId 0) is also one segment.
     assert sorted((m.category_id, m.metadata["instance_id"]) for m in items10) == [(11, 0), (24, 1), (26, 1), (26, 2)]
     for m in items10:
-        value = {(26, 1): 26001, (26, 2): 26002, (24, 1): 24001, (11, 0): 11000}[(m.category_id, m.metadata["instance_id"])]
+        values = {(26, 1): 26001, (26, 2): 26002, (24, 1): 24001, (11, 0): 11000}
+        value = values[(m.category_id, m.metadata["instance_id"])]
         assert np.array_equal(m.mask, frames["0000000010"] == value) and m.ignore is None
     assert [(r.source_id.rsplit("/", 1)[1], r.reason) for r in s10.rejects] == [("29001", "ignored_class")]
     s11, items11 = by_frame[11]

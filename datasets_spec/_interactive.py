@@ -27,7 +27,9 @@ file names of the folder, so keys are 0..N-1 and stable for a given benchmark re
 ``"<name>/img/<file name>"``; instances are ``"<name>/mask/<mask file name>[#<index>]"``.
 
 Enumeration rejects: images without a mask (``missing_mask``), masks without an image (``missing_image``), two
-images with the same stem (``duplicate_stem``), and for ``index`` masks an unreadable mask (``unreadable``).
+images with the same stem (``duplicate_stem``), for ``index`` masks an unreadable mask (``unreadable``) and then its
+image when no other mask is left (``no_instances``). While decoding: a mask of another size than its image
+(``size_mismatch``) and a mask without object pixel (``empty_mask``).
 """
 
 from __future__ import annotations

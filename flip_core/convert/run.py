@@ -118,6 +118,13 @@ def _clear_outputs(out_dir: Path, *, everything: bool, keep: int) -> None:
                 path.unlink()
 
 
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Delete temp files left by writers that were killed (a retried task leaves its predecessor's ``.tmp-PID``)."""
+    for path in [*out_dir.glob("shard-*.h5.tmp-*"), *(out_dir / STATE_DIR).glob("*.json.tmp-*")]:
+        logger.info("removing stale temporary file %s", path)
+        path.unlink(missing_ok=True)
+
+
 def _run_tasks(spec: DatasetSpec, plans: list[ShardPlan], settings: ShardSettings, num_workers: int,
                progress: bool) -> list[ShardResult]:
     """Submit one task per shard, at most ``num_workers`` in flight; results in plan order."""
@@ -232,6 +239,7 @@ def convert_dataset(
     finally:
         if started_ray:
             ray.shutdown()
+    _remove_stale_temps(out_dir)
     index, by_reason = _write_tables(out_dir, spec, results, enum_rejects, settings, shard_size)
     summary = ConversionSummary(
         dataset=spec.name, out_dir=out_dir, images=index["num_images"], instances=index["num_instances"],

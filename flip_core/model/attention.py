@@ -139,18 +139,22 @@ def _segment_ids(lens: list[int], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(lens), device=device), counts)
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SeqLayout | None) -> torch.Tensor:
     """Block-diagonal attention over packed samples with ``layout.backend``.
 
     Args:
         q: (H, Nq, D) float queries, ``Nq == sum(layout.q_lens)``.
         k: (H, Nk, D) float keys, ``Nk == sum(layout.kv_lens)``.
         v: (H, Nk, Dv) float values.
-        layout: block sizes and back-end.
+        layout: block sizes and back-end; None means one sample owning every row, computed with plain
+            ``softmax(q k^T / sqrt(D)) v`` and no Python-side lengths (used for ONNX tracing with dynamic axes).
 
     Returns:
         (H, Nq, Dv) attention output; each query row sees only the keys of its own sample.
     """
+    if layout is None:
+        weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])), dim=-1)
+        return torch.matmul(weights, v)
     if q.shape[1] != layout.q_offsets[-1] or k.shape[1] != layout.kv_offsets[-1] or v.shape[1] != k.shape[1]:
         raise ValueError(
             f"packed lengths q={q.shape[1]} k={k.shape[1]} v={v.shape[1]} do not match layout "

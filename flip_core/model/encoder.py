@@ -77,7 +77,7 @@ class SelfAttention(nn.Module):
         self.out = output_projection(vw, channels)
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e: torch.Tensor, layout: SeqLayout | None) -> torch.Tensor:
         """x (N, C), e (N, 2) -> residual branch (N, C)."""
         h = self.num_heads
         q = split_heads(self.q(x) + self.query(e), h)
@@ -96,7 +96,7 @@ class EncoderLayer(nn.Module):
         self.mlp = FeedForwardBlock(channels, hidden, alpha)
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e: torch.Tensor, layout: SeqLayout | None) -> torch.Tensor:
         """x (N, C), e (N, 2) -> (N, C)."""
         x = x + self.attention(x, e, layout)
         return x + self.mlp(x) * self.alpha

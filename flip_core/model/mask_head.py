@@ -60,7 +60,7 @@ class MaskAttention(nn.Module):
         v = self.v(x) + self.value(e)
         return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
 
-    def attend(self, e_query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+    def attend(self, e_query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SeqLayout | None) -> torch.Tensor:
         """e_query (Q, 2), cached k/v -> (Q, C)."""
         q = split_heads(self.query(e_query), self.num_heads)
         return self.out(merge_heads(varlen_attention(q, k, v, layout)))
@@ -77,7 +77,7 @@ class MaskHead(nn.Module):
         self.postprocess = FeedForwardBlock(channels, hidden, alpha)
         self.to_mask = nn.Linear(channels, 1)
 
-    def prepare(self, x: torch.Tensor, e: torch.Tensor, position: torch.Tensor, layout: SeqLayout) -> KVCache:
+    def prepare(self, x: torch.Tensor, e: torch.Tensor, position: torch.Tensor, layout: SeqLayout | None) -> KVCache:
         """Encoder tokens x (N, C) and embeddings e (N, 2) -> :class:`KVCache`. position (B, 6) frame M."""
         x = x + self.preprocess(x)
         k, v = self.attention.keys_values(x, e)

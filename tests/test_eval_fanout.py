@@ -100,6 +100,11 @@ def test_bad_inputs_have_clear_errors(datasets, tmp_path):
         evaluate(_config(tmp_path, tmp_path / "o"))
     with pytest.raises(ValueError, match="unknown mode"):
         _config(datasets, tmp_path / "o", modes=("fast",))
+    empty = build_dataset(tmp_path / "empty", "empty", shards=1, ignore_band=True)
+    table = pq.read_table(empty / "manifest.parquet")
+    pq.write_table(table.slice(0, 0), empty / "manifest.parquet")
+    with pytest.raises(ValueError, match="has no instances"):
+        evaluate(_config(empty, tmp_path / "o"))
     with pytest.raises(ValueError, match="nothing to evaluate"):
         _config(datasets, tmp_path / "o", baseline=False)
 

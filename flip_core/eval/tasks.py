@@ -39,6 +39,7 @@ __all__ = [
     "BASELINE_METHOD",
     "ResultJob",
     "EvalTask",
+    "canonical_json",
     "inputs_sha256",
     "result_is_current",
     "write_table_atomic",
@@ -87,6 +88,11 @@ class EvalTask:
     settings: dict
     """Protocol settings: seed, num_tokens, overlap_threshold, coverage, convention, max_clicks, target_iou,
     adapter (dict), torch_threads, baseline_radii ([r for fold 0, r for fold 1] or None)."""
+
+
+def canonical_json(obj) -> str:
+    """Stable JSON used for input hashing (sorted keys, no spaces)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def inputs_sha256(inputs_json: str) -> str:
@@ -228,7 +234,7 @@ def _instance_row(task: EvalTask, reader, cache: _ImageCache, j: int, source_id:
     return base
 
 
-def _rows_to_table(rows: list[dict], protocol: str) -> pa.Table:
+def _rows_to_table(rows: list[dict]) -> pa.Table:
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
@@ -265,7 +271,7 @@ def run_task(task: EvalTask) -> TaskOutcome:
                         f"{task.method} {job.protocol}/{job.mode} failed on {task.dataset} shard {task.shard} "
                         f"instance {j} ({sid}): {type(exc).__name__}: {exc}"
                     ) from exc
-            write_table_atomic(_rows_to_table(rows, job.protocol), job.path, job.inputs)
+            write_table_atomic(_rows_to_table(rows), job.path, job.inputs)
             written.append(job.path)
             logger.info("%s %s/%s %s %s: %d instances -> %s", task.method, job.protocol, job.mode, task.dataset,
                         task.shard, len(rows), job.path)
@@ -277,8 +283,3 @@ def run_task(task: EvalTask) -> TaskOutcome:
         instances=len(task.instance_rows),
         wall_s=time.perf_counter() - t0,
     )
-
-
-def canonical_json(obj) -> str:
-    """Stable JSON used for input hashing (sorted keys, no spaces)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -19,7 +19,9 @@ Which segments become instances:
   (``ignored_class``) unless ``--keep-ignored-classes``;
 * ``--include-stuff`` adds one segment per present stuff label that is not ``ignoreInEval`` (road, sidewalk,
   vegetation, sky, ...), regardless of its instance part;
-* an id whose ``semanticId`` is not in the table is rejected (``unknown_label``).
+* an id whose ``semanticId`` is not in the table is rejected (``unknown_label``), and a bare ``semanticId`` < 1000
+  of a label with instances (pixels of a thing class without instance id, Cityscapes' "group") is rejected
+  (``no_instance_id``).
 
 ``--frames-list FILE`` (e.g. ``2013_05_28_drive_val_frames.txt``: lines of "image path  label path" relative to DIR)
 restricts the conversion to the listed frames. Keys: ``seq * 10**10 + frame`` (both from the file names).
@@ -238,6 +240,9 @@ class Kitti360Spec:
                 else:
                     instances.append(InstanceSource(source_id=sid, category_id=sem, payload=v,
                                                     metadata={"label": label.name, "instance_id": inst}))
+            elif label.has_instances:
+                rejects.append(Reject(source_id=sid, stage="enumerate", reason="no_instance_id",
+                                      message=f"{sid}: {label.name!r} pixels without an instance id (a group)"))
             elif self.include_stuff and not label.has_instances and not label.ignore_in_eval and sem not in stuff_seen:
                 stuff_seen.add(sem)
                 instances.append(InstanceSource(source_id=f"{source_id}/stuff{sem}", category_id=sem,

@@ -12,7 +12,8 @@ Expected layout (Open Images V7 download page, "Segmentations"; the RITM ``openi
       oidv7-class-descriptions.csv                   optional: LabelName,DisplayName (--class-descriptions)
 
 ``split`` is ``train``, ``validation`` or ``test``. Mask PNGs are binary (any non-zero pixel is object) and smaller
-than their images; they are resized nearest-neighbour to the image size (benchmarks.md 3.2). Category ids are the
+than their images; they are resized nearest-neighbour to the image size (benchmarks.md 3.2). A mask whose aspect
+ratio differs from its image's by more than one pixel of rounding is rejected (``size_mismatch``). Category ids are the
 0-based row of the LabelName in the class-descriptions file (stable across splits); without that file every
 category id is -1. LabelName, BoxID, box, PredictedIoU and Clicks are kept as instance metadata.
 
@@ -39,7 +40,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from datasets_spec._common import empty_mask, read_image_file, recall_scan, remember_scan, resize_mask_nearest
+from datasets_spec._common import (
+    empty_mask,
+    read_image_file,
+    recall_scan,
+    remember_scan,
+    resize_mask_nearest,
+    size_mismatch,
+)
 from datasets_spec.base import InstanceMask, InstanceSource, RecordError, Reject, Sample, SpecError
 
 logger = logging.getLogger(__name__)
@@ -166,6 +174,11 @@ class OpenImagesSpec:
                 small = self._read_mask(src.payload, source_id=src.source_id)
             except RecordError as exc:
                 out.append(Reject(source_id=src.source_id, stage="mask", reason=exc.reason, message=str(exc)))
+                continue
+            h, w = small.shape
+            if abs(round(w * height / width) - h) > 1 and abs(round(h * width / height) - w) > 1:
+                out.append(size_mismatch(src.source_id, f"mask {src.payload} (aspect ratio differs)", small.shape,
+                                         height, width))
                 continue
             mask = resize_mask_nearest(small, height, width)
             if not mask.any():

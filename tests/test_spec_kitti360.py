@@ -45,7 +45,8 @@ def test_instances_rejects_and_keys(tmp_path):
     assert [(r.source_id.rsplit("/", 1)[1], r.reason) for r in s10.rejects] == [("29001", "ignored_class")]
     s11, items11 = by_frame[11]
     assert [m.category_id for m in items11] == [26]
-    assert [(r.source_id.rsplit("/", 1)[1], r.reason) for r in s11.rejects] == [("50003", "unknown_label")]
+    assert [(r.source_id.rsplit("/", 1)[1], r.reason) for r in s11.rejects] == [("26", "no_instance_id"),
+                                                                                 ("50003", "unknown_label")]
     # frame 13's label PNG is 42x64 for a 40x64 image: declared size is the label's, every instance is rejected.
     s13, items13 = by_frame[13]
     assert (s13.height, s13.width) == (42, 64)

@@ -93,6 +93,10 @@ def test_bad_rows_and_missing_files(oi_tree):
     with pytest.raises(RecordError, match="does not exist") as exc:
         spec.load_image(samples["00000000000000ff"])
     assert exc.value.reason == "missing_file"
+    # a mask whose aspect ratio does not match its image: size_mismatch, naming the mask.
+    wrong = OpenImagesSpec(root=root, split="train", class_descriptions=classes)
+    items = wrong.load_masks(samples[first["ImageID"]], 60, 200)
+    assert items[0].reason == "size_mismatch" and first["MaskPath"] in items[0].message
     # without class descriptions nothing is unknown; categories are -1.
     no_cls = OpenImagesSpec(root=root, split="train")
     assert {s.category_id for smp in no_cls.samples() for s in smp.instances} == {-1}

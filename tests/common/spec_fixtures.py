@@ -78,8 +78,8 @@ def kitti360_tree(root: Path, *, size: tuple[int, int] = (40, 64)) -> dict:
     ``semanticId`` < 1000 for pixels without instance; kitti360Scripts ``evaluation/semantic_2d/instance.py``).
 
     Frame 0000000010: road (7, stuff), sky (23, stuff), car#1, car#2 (26), person#1 (24), caravan#1 (29,
-    ignoreInEval), building 11000 (11 has instances; instanceId 0). Frame 0000000011: an unknown semanticId 50 and
-    one car. Frame 0000000012: only road and sky (no instance). Frame 0000000013: label PNG of the wrong size.
+    ignoreInEval), building 11000 (11 has instances; instanceId 0). Frame 0000000011: an unknown semanticId 50,
+    one car, and bare 26 (car pixels without instance id). Frame 0000000012: only road and sky (no instance). Frame 0000000013: label PNG of the wrong size.
     """
     h, w = size
     raw = root / "data_2d_raw" / KITTI_SEQ / "image_00" / "data_rect"
@@ -97,6 +97,7 @@ def kitti360_tree(root: Path, *, size: tuple[int, int] = (40, 64)) -> dict:
     b = np.full((h, w), 7, np.uint16)
     b[5:9, 5:9] = 50003
     b[20:30, 20:40] = 26005
+    b[35:38, 0:5] = 26  # car pixels without instance id (a "group")
     frames["0000000011"] = b
     c = np.full((h, w), 7, np.uint16)
     c[:5] = 23

@@ -11,6 +11,9 @@ Expected layout (Open Images V7 download page, "Segmentations"; the RITM ``openi
       {split}/masks/{split}-masks-{c}.zip            ... or left in the zips (c = first character of MaskPath)
       oidv7-class-descriptions.csv                   optional: LabelName,DisplayName (--class-descriptions)
 
+``--images-dir`` / ``--masks-dir`` change the two folders (``{split}`` is substituted), e.g. ``--images-dir {split}``
+for the official downloader's ``{split}/{ImageID}.jpg``.
+
 ``split`` is ``train``, ``validation`` or ``test``. Mask PNGs are binary (any non-zero pixel is object) and smaller
 than their images; they are resized nearest-neighbour to the image size (benchmarks.md 3.2). A mask whose aspect
 ratio differs from its image's by more than one pixel of rounding is rejected (``size_mismatch``). Category ids are the
@@ -74,6 +77,10 @@ class OpenImagesSpec:
     """Segmentation CSV; default ``root/{split}-annotations-object-segmentation.csv``."""
     class_descriptions: Path | None = None
     """``oidv7-class-descriptions.csv`` (LabelName,DisplayName), or None for category ids of -1."""
+    images_dir: str = "{split}/images"
+    """Image folder under ``root`` (``{split}`` is substituted); e.g. ``"{split}"`` for the official downloader."""
+    masks_dir: str = "{split}/masks"
+    """Mask folder (extracted PNGs and/or the ``{split}-masks-{c}.zip`` files) under ``root``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -128,9 +135,9 @@ class OpenImagesSpec:
             if key in owner:
                 raise SpecError(f"openimages: ImageIDs {owner[key]} and {image_id} map to the same key {key}")
             owner[key] = image_id
-            image = self.root / self.split / "images" / f"{image_id}.jpg"
+            rel = f"{self.images_dir.format(split=self.split)}/{image_id}.jpg"
             samples.append(Sample(key=key, source_id=f"openimages/img/{image_id}",
-                                  file_name=f"{self.split}/images/{image_id}.jpg", image_path=image,
+                                  file_name=rel, image_path=self.root / rel,
                                   instances=tuple(instances), metadata={"image_id": image_id}))
         return samples, rejects
 
@@ -190,7 +197,7 @@ class OpenImagesSpec:
 
     def _read_mask(self, mask_name: str, *, source_id: str) -> np.ndarray:
         """(h, w) bool mask at its stored resolution, from the extracted folder or the per-prefix zip."""
-        masks_dir = self.root / self.split / "masks"
+        masks_dir = self.root / self.masks_dir.format(split=self.split)
         path = masks_dir / mask_name
         if path.exists():
             data, what = path.read_bytes(), str(path)
@@ -237,10 +244,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="dataset name stored in the shards (default openimages-{split})")
     parser.add_argument("--annotations-csv", type=Path, default=None,
                         help="segmentation CSV (default ROOT/{split}-annotations-object-segmentation.csv)")
+    parser.add_argument("--images-dir", default="{split}/images",
+                        help="image folder under --root; {split} is substituted (default {split}/images)")
+    parser.add_argument("--masks-dir", default="{split}/masks",
+                        help="mask folder (PNGs and/or {split}-masks-<c>.zip) under --root (default {split}/masks)")
     parser.add_argument("--class-descriptions", type=Path, default=None,
                         help="oidv7-class-descriptions.csv; gives category ids (its row) and rejects unknown labels")
 
 
 def from_cli_args(args: argparse.Namespace) -> OpenImagesSpec:
     return OpenImagesSpec(root=args.root, split=args.split, name=args.name, annotations_csv=args.annotations_csv,
-                          class_descriptions=args.class_descriptions)
+                          class_descriptions=args.class_descriptions, images_dir=args.images_dir,
+                          masks_dir=args.masks_dir)

@@ -102,6 +102,14 @@ def test_bad_rows_and_missing_files(oi_tree):
     assert {s.category_id for smp in no_cls.samples() for s in smp.instances} == {-1}
 
 
+def test_custom_folders(oi_tree):
+    root, rows, _, classes = oi_tree
+    (root / "train" / "images").rename(root / "imgs")
+    (root / "train" / "masks").rename(root / "train-m")
+    spec = OpenImagesSpec(root=root, split="train", images_dir="imgs", masks_dir="{split}-m")
+    assert len(masks_of(materialize(spec))) == 4
+
+
 def test_missing_csv_is_spec_error(tmp_path):
     with pytest.raises(SpecError, match="annotations-object-segmentation"):
         list(OpenImagesSpec(root=tmp_path, split="validation").samples())

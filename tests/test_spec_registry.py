@@ -53,3 +53,13 @@ def test_cli_values_reach_the_spec():
     assert parse("davis").merge_objects and parse("davis").mask_rule == "index"
     assert parse("grabcut").mask_rule == "band128" and parse("grabcut").images_dir == "data_GT"
     assert parse("sbd").name == "sbd-train"
+
+
+@pytest.mark.parametrize("name", sorted(MINE))
+def test_flip_convert_help_shows_layout(name, capsys):
+    cli = pytest.importorskip("flip_core.cli")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["convert", name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--root" in out and "--out" in out and "DIR/" in out

@@ -11,8 +11,9 @@ Expected layout (``apple/ml-hypersim`` README, "Dataset format")::
       scene_cam_{XX}_geometry_hdf5/frame.{IIII}.semantic.hdf5           NYU40 class per pixel (optional); -1 = none
 
 Every id >= 0 of the chosen instance map is one instance. Its category is the most frequent NYU40 label (1..40)
-under it in ``semantic.hdf5`` when that file exists, else -1. Rejects: instances below ``--min-pixels`` pixels
-(``too_small``, default 16: our choice, FLIP publishes none), ids < -1 or a majority label outside 1..40
+among its labelled pixels in ``semantic.hdf5`` when that file exists, else -1 (also -1 when all its pixels are -1
+there). Rejects: instances below ``--min-pixels`` pixels (``too_small``, default 16: our choice, FLIP publishes
+none), ids < -1 in the instance map or semantic labels other than -1 and 1..40 under an instance
 (``unknown_label``), maps that are not 2-D (``bad_shape``) or not the image size (``size_mismatch``).
 
 ``--image-source color_hdf5`` tonemaps the HDR frame like the toolkit's
@@ -234,10 +235,15 @@ class HypersimSpec:
         if isinstance(item, Reject):
             return item
         labels, counts = np.unique(semantic[item.mask], return_counts=True)
-        label = int(labels[np.argmax(counts)])
-        if label not in NYU40_IDS:
+        unknown = sorted(int(v) for v in labels if v != -1 and v not in NYU40_IDS)
+        if unknown:
             return Reject(source_id=item.source_id, stage="mask", reason="unknown_label",
-                          message=f"{item.source_id}: majority semantic label {label} is not a NYU40 id (1..40)")
+                          message=f"{item.source_id}: semantic labels {unknown} under the instance are not NYU40 "
+                                  "ids (1..40) or -1")
+        labelled = labels != -1
+        if not labelled.any():
+            return item  # every pixel unlabelled in semantic.hdf5: category stays -1
+        label = int(labels[labelled][np.argmax(counts[labelled])])
         return InstanceMask(source_id=item.source_id, category_id=label, mask=item.mask, ignore=item.ignore,
                             metadata={**item.metadata, "nyu40_id": label})
 

@@ -44,7 +44,7 @@ def test_real_frame_instances_and_categories(real_frame):
     for m in masks_of(result):
         v = m.metadata["instance_id"]
         assert np.array_equal(m.mask, ids == v)
-        labels, n = np.unique(sem[ids == v], return_counts=True)
+        labels, n = np.unique(sem[(ids == v) & (sem != -1)], return_counts=True)
         assert m.category_id == labels[np.argmax(n)] and 1 <= m.category_id <= 40
     assert len(masks_of(result)) == 30 - len(small)
 
@@ -79,6 +79,20 @@ def test_bad_frames(tmp_path):
     assert {r.source_id.rsplit("/", 1)[1]: r.reason for r in spec.enumeration_rejects()} == {"0005": "bad_shape"}
     with pytest.raises(SpecError, match="no ai_"):
         list(HypersimSpec(root=tmp_path / "ai_002_003").samples())
+
+
+def test_semantic_labels_unlabelled_and_unknown(tmp_path):
+    ids = np.full((10, 10), -1, np.int64)
+    ids[0:4, 0:4] = 1
+    ids[5:9, 5:9] = 2
+    ids[0:3, 6:9] = 3
+    sem = np.full((10, 10), -1, np.int64)
+    sem[0:4, 0:2] = 5  # instance 1: half labelled 5, half -1 -> category 5
+    sem[5:9, 5:9] = 99  # instance 2: not a NYU40 id -> unknown_label
+    hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, ids, semantic=sem)  # instance 3 all -1 -> category -1
+    items = HypersimSpec(root=tmp_path, min_pixels=1).load_masks(next(HypersimSpec(root=tmp_path).samples()), 10, 10)
+    assert [getattr(i, "category_id", None) for i in items] == [5, None, -1]
+    assert items[1].reason == "unknown_label" and "99" in items[1].message
 
 
 def test_color_hdf5_tonemap(tmp_path):

@@ -12,6 +12,7 @@ the NumPy reference (:mod:`cython_ops.reference`) reproduces every draw.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
     random_bounded_uint64,
@@ -126,26 +127,33 @@ cdef void _grid_add(Grid* g, double x0, double y0, double x1, double y1) noexcep
             g.n_ent += 1
 
 
-cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, uint8_t* out) noexcept nogil:
-    """(3, p, p) native-scale bilinear crop; see ``reference._bilinear_patch`` for the exact formula."""
+cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, uint8_t* out,
+                    uint8_t* row) noexcept nogil:
+    """(3, p, p) native-scale bilinear crop; see ``reference._bilinear_patch`` for the exact formula.
+
+    Float32 blend over one interleaved RGB row at a time (contiguous, so the compiler vectorises it), then the row is
+    de-interleaved into the channel planes. ``row`` is scratch of at least 3 p bytes.
+    """
     cdef double h = 0.5 * p
     cdef double bx = cx - h + 0.5, by = cy - h + 0.5
     cdef int x0 = <int>bx, y0 = <int>by
     cdef double dx = bx - x0, dy = by - y0
-    cdef double w00 = (1.0 - dx) * (1.0 - dy), w01 = dx * (1.0 - dy)
-    cdef double w10 = (1.0 - dx) * dy, w11 = dx * dy
-    cdef int ch, yy, xx, xi
+    cdef float w00 = <float>((1.0 - dx) * (1.0 - dy)), w01 = <float>(dx * (1.0 - dy))
+    cdef float w10 = <float>((1.0 - dx) * dy), w11 = <float>(dx * dy)
+    cdef int yy, xx, j, n = 3 * p
     cdef const uint8_t* r0
     cdef const uint8_t* r1
-    cdef double v
+    cdef float v
     for yy in range(p):
         r0 = &img[y0 + yy, x0, 0]
         r1 = &img[y0 + yy + 1, x0, 0]
-        for ch in range(3):
-            for xx in range(p):
-                xi = 3 * xx + ch
-                v = w00 * r0[xi] + w01 * r0[xi + 3] + w10 * r1[xi] + w11 * r1[xi + 3]
-                out[(ch * p + yy) * p + xx] = <uint8_t>(<int>(v + 0.5))
+        for j in range(n):
+            v = w00 * r0[j] + w01 * r0[j + 3] + w10 * r1[j] + w11 * r1[j + 3]
+            row[j] = <uint8_t>(<int>(v + <float>0.5))
+        for xx in range(p):
+            out[yy * p + xx] = row[3 * xx]
+            out[(p + yy) * p + xx] = row[3 * xx + 1]
+            out[(2 * p + yy) * p + xx] = row[3 * xx + 2]
 
 
 cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, double sy, double a, double b,
@@ -157,6 +165,7 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
     cdef int32_t query = 0
     cdef double h, limit, z1, z2, u, v, cx, cy
     cdef Grid g
+    cdef uint8_t row[3 * 256]  # bilinear scratch; patch sizes are <= 256 (validated by the wrapper)
     for r in range(nres):
         total += quota[r]
         if quota[r] > 0:
@@ -188,7 +197,7 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
             if _overlaps_too_much(&g, cx - h, cy - h, cx + h, cy + h, limit, query):
                 continue
             _grid_add(&g, cx - h, cy - h, cx + h, cy + h)
-            _bilinear(img, cx, cy, p, pout + pofs + <int64_t>acc * 3 * p * p)
+            _bilinear(img, cx, cy, p, pout + pofs + <int64_t>acc * 3 * p * p, row)
             cout[2 * (cofs + acc)] = <float>(cx / 128.0 - width / 256.0)
             cout[2 * (cofs + acc) + 1] = <float>(cy / 128.0 - height / 256.0)
             acc += 1
@@ -217,69 +226,222 @@ def place_patches(const uint8_t[:, :, ::1] image, double mx, double my, double s
 
 # ---------------------------------------------------------------------------------------------------------------
 # Mask targets (spec 3.6): boundary, exact two-pass L1 distance (saturated), cumulative groups, sampling
+#
+# Layout. Pixels of the crop are addressed by their flat crop index i = y * cw + x. Only the window "inside-pixel
+# bounding box grown by DIST_CAP" can hold pixels with d <= 64 (a boundary pixel is an inside pixel or a 4-neighbour
+# of one); everything else in the crop is an outside pixel with d > 64 (bucket 6). The distance transform runs on the
+# window only. The per-label lists of the reference ("flat indices sorted by bucket, raster order within a bucket")
+# are stored as runs of equal (label, bucket) key in raster order; the k-th list entry is found by a binary search
+# over the runs of its bucket.
 # ---------------------------------------------------------------------------------------------------------------
 
 cdef inline uint8_t _umin(uint8_t a, uint8_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef inline int _bucket(uint8_t d) noexcept nogil:
-    """Smallest g with d <= (2, 4, 8, 16, 32, 64)[g]; 6 for d > 64."""
-    if d <= 2:
-        return 0
-    if d <= 4:
-        return 1
-    if d <= 8:
-        return 2
-    if d <= 16:
-        return 3
-    if d <= 32:
-        return 4
-    if d <= 64:
-        return 5
-    return 6
+cdef inline uint64_t _load8(const uint8_t* p) noexcept nogil:
+    """8 bytes as one word (unaligned-safe), to skip uniform stretches 8 pixels at a time."""
+    cdef uint64_t w
+    memcpy(&w, p, 8)
+    return w
 
 
-cdef int _distance(const uint8_t[:, ::1] mask, int x0, int y0, int cw, int chh, uint8_t* d) noexcept nogil:
-    """Saturated L1 distance to the boundary over the crop into ``d`` (cw * chh); returns the inside count.
-
-    Pass 1 (raster order) marks boundary pixels (a 4-neighbour inside the crop with the other value) with 0 and
-    propagates from the top and left; pass 2 (reverse order) from the bottom and right. Two passes give the exact
-    city-block distance; saturating at DIST_CAP keeps it exact below the cap.
-    """
-    cdef int x, y, i, n_in = 0
-    cdef bint v, bnd
+cdef void _inside_stats(const uint8_t* base, Py_ssize_t stride, int cw, int chh, int64_t* n_in,
+                        int* box) noexcept nogil:
+    """Count the inside (non-zero) pixels of the crop and their bounding box ``box = (x0, y0, x1, y1)``."""
+    cdef int x, y, s
     cdef const uint8_t* row
-    cdef uint8_t dd
+    n_in[0] = 0
+    box[0] = cw
+    box[1] = chh
+    box[2] = -1
+    box[3] = -1
     for y in range(chh):
-        row = &mask[y0 + y, x0]
+        row = base + y * stride
+        s = 0
         for x in range(cw):
-            v = row[x] != 0
-            n_in += v
-            bnd = (x > 0 and (row[x - 1] != 0) != v) or (x < cw - 1 and (row[x + 1] != 0) != v)
-            if not bnd:
-                bnd = (y > 0 and (mask[y0 + y - 1, x0 + x] != 0) != v) or (
-                    y < chh - 1 and (mask[y0 + y + 1, x0 + x] != 0) != v)
-            i = y * cw + x
-            if bnd:
-                d[i] = 0
-            else:
-                dd = DIST_CAP
-                if y > 0:
-                    dd = _umin(dd, d[i - cw] + 1)
-                if x > 0:
-                    dd = _umin(dd, d[i - 1] + 1)
-                d[i] = dd
-    for y in range(chh - 1, -1, -1):
-        for x in range(cw - 1, -1, -1):
-            i = y * cw + x
-            dd = d[i]
-            if y < chh - 1:
-                dd = _umin(dd, d[i + cw] + 1)
-            if x < cw - 1:
-                dd = _umin(dd, d[i + 1] + 1)
-            d[i] = dd
-    return n_in
+            s += row[x] != 0
+        if s == 0:
+            continue
+        n_in[0] += s
+        if box[1] > y:
+            box[1] = y
+        box[3] = y
+        x = 0
+        while x + 8 <= cw and _load8(row + x) == 0:
+            x += 8
+        while row[x] == 0:
+            x += 1
+        if box[0] > x:
+            box[0] = x
+        x = cw
+        while x >= 8 and _load8(row + x - 8) == 0:
+            x -= 8
+        x -= 1
+        while row[x] == 0:
+            x -= 1
+        if box[2] < x:
+            box[2] = x
+
+
+cdef extern from *:
+    """
+    /* One doubling step of the in-row min-plus scan of cython_ops/_kernels.pyx:
+       dst[x] = min(src[x], src[x - k] + k) (from_left) or min(src[x], src[x + k] + k). Plain C only for __restrict,
+       which tells the compiler the two rows do not overlap, so it vectorises the loop for every k; kept out of line
+       so that the vectorised body is not lost when inlined into the large caller. */
+    #if defined(__GNUC__)
+    #define FLIP_NOINLINE __attribute__((noinline))
+    #elif defined(_MSC_VER)
+    #define FLIP_NOINLINE __declspec(noinline)
+    #else
+    #define FLIP_NOINLINE
+    #endif
+    static FLIP_NOINLINE void flip_shift_min(unsigned char *__restrict dst, const unsigned char *__restrict src,
+                                             int n, int k, int from_left) {
+        ptrdiff_t x, m = n > k ? (ptrdiff_t)(n - k) : 0, kk = k < n ? k : n;
+        const unsigned char *__restrict a = from_left ? src + kk : src;  /* value kept */
+        const unsigned char *__restrict b = from_left ? src : src + kk;  /* shifted neighbour */
+        unsigned char *__restrict o = from_left ? dst + kk : dst;
+        unsigned char v, kc = (unsigned char)k;
+        for (x = 0; x < m; x++) { v = (unsigned char)(b[x] + kc); o[x] = a[x] < v ? a[x] : v; }
+        if (from_left) memcpy(dst, src, (size_t)kk);
+        else memcpy(dst + m, src + m, (size_t)kk);
+    }
+    """
+    void flip_shift_min(uint8_t* dst, const uint8_t* src, int n, int k, bint from_left) noexcept nogil
+
+
+cdef void _scan(uint8_t* d, uint8_t* tmp, int w, int row_min, bint from_left) noexcept nogil:
+    """In-row min-plus propagation ``d[x] = min_{x'} d[x'] + |x - x'|`` over x' on one side (left or right), by
+    doubling (offsets 1, 2, 4, ..., 64; exact up to the saturation) with contiguous, vectorised sweeps that ping-pong
+    between ``d`` and ``tmp``. Values stay <= DIST_CAP (+ 64 < 256 before the min)."""
+    cdef int k = 1, x
+    cdef uint8_t* src = d
+    cdef uint8_t* dst = tmp
+    cdef uint8_t* t
+    if row_min >= DIST_CAP - 1:
+        return
+    while k < w and k <= DIST_CAP - 1 - row_min:
+        flip_shift_min(dst, src, w, k, from_left)
+        t = src
+        src = dst
+        dst = t
+        k *= 2
+    if src != d:
+        memcpy(d, src, w)
+
+
+cdef inline uint8_t _fwd_pixel(const uint8_t* cur, const uint8_t* up, const uint8_t* dn, const uint8_t* du,
+                               int x, int ww) noexcept nogil:
+    """Forward-pass value of an edge pixel x (0 or ww - 1): 0 on the boundary, else 1 + the value above."""
+    cdef uint8_t c = cur[x] != 0
+    cdef uint8_t b = (c ^ (up[x] != 0)) | (c ^ (dn[x] != 0))
+    if x > 0:
+        b = b | (c ^ (cur[x - 1] != 0))
+    if x < ww - 1:
+        b = b | (c ^ (cur[x + 1] != 0))
+    return 0 if b else _umin(du[x] + 1, DIST_CAP)
+
+
+cdef void _distance(const uint8_t* base, Py_ssize_t stride, int ww, int wh, uint8_t* d, uint8_t* tmp) noexcept nogil:
+    """Saturated L1 distance to the boundary over a ww x wh window into rows 1..wh of ``d`` ((wh + 2) x ww; rows 0
+    and wh + 1 are DIST_CAP sentinels written here).
+
+    Boundary pixels (a 4-neighbour inside the window with the other value) get 0. Forward pass top-down (from the
+    row above, then from the left), backward pass bottom-up (from the row below, then from the right): the classic
+    two-pass city-block transform, exact; saturating at DIST_CAP keeps it exact below the cap.
+    """
+    cdef int x, y
+    cdef const uint8_t* cur
+    cdef const uint8_t* up
+    cdef const uint8_t* dn
+    cdef uint8_t* dr
+    cdef uint8_t* du
+    cdef uint8_t c, b, t, row_min
+    for x in range(ww):
+        d[x] = DIST_CAP
+        d[(wh + 1) * ww + x] = DIST_CAP
+    for y in range(wh):
+        cur = base + y * stride
+        up = cur - stride if y > 0 else cur
+        dn = cur + stride if y < wh - 1 else cur
+        dr = d + (y + 1) * ww
+        du = dr - ww
+        dr[0] = _fwd_pixel(cur, up, dn, du, 0, ww)
+        for x in range(1, ww - 1):  # branch-free interior (vectorised)
+            c = cur[x] != 0
+            b = (c ^ (up[x] != 0)) | (c ^ (dn[x] != 0)) | (c ^ (cur[x - 1] != 0)) | (c ^ (cur[x + 1] != 0))
+            t = _umin(du[x] + 1, DIST_CAP)
+            dr[x] = t & <uint8_t>(b - 1)
+        dr[ww - 1] = _fwd_pixel(cur, up, dn, du, ww - 1, ww)
+        row_min = DIST_CAP
+        for x in range(ww):
+            row_min = _umin(row_min, dr[x])
+        _scan(dr, tmp, ww, row_min, True)
+    for y in range(wh - 1, -1, -1):
+        dr = d + (y + 1) * ww
+        du = dr + ww
+        for x in range(ww):
+            dr[x] = _umin(dr[x], du[x] + 1)
+        row_min = DIST_CAP
+        for x in range(ww):
+            row_min = _umin(row_min, dr[x])
+        _scan(dr, tmp, ww, row_min, False)
+
+
+cdef struct Runs:
+    int32_t* start    # flat crop index of the first pixel
+    int32_t* length
+    uint8_t* key      # label * 8 + bucket
+    int64_t n
+
+
+cdef inline void _emit(Runs* r, uint8_t key, int32_t start, int32_t length) noexcept nogil:
+    cdef int64_t last = r.n - 1
+    if last >= 0 and r.key[last] == key and r.start[last] + r.length[last] == start:
+        r.length[last] += length
+        return
+    r.start[r.n] = start
+    r.length[r.n] = length
+    r.key[r.n] = key
+    r.n += 1
+
+
+cdef void _build_runs(const uint8_t* base, Py_ssize_t stride, int cw, int chh, int wx0, int wy0, int ww, int wh,
+                      const uint8_t* d, uint8_t* keys, Runs* r) noexcept nogil:
+    """Runs of equal key = label * 8 + bucket over the whole crop in raster order (outside the window: key 6)."""
+    cdef int x, y, s, wy
+    cdef const uint8_t* cur
+    cdef const uint8_t* dr
+    cdef uint8_t dd, k
+    cdef uint64_t pattern
+    r.n = 0
+    for y in range(chh):
+        wy = y - wy0
+        if wy < 0 or wy >= wh:
+            _emit(r, 6, y * cw, cw)
+            continue
+        if wx0 > 0:
+            _emit(r, 6, y * cw, wx0)
+        cur = base + y * stride + wx0
+        dr = d + (wy + 1) * ww
+        for x in range(ww):
+            dd = dr[x]
+            keys[x] = ((cur[x] != 0) << 3) + (dd > 2) + (dd > 4) + (dd > 8) + (dd > 16) + (dd > 32) + (dd > 64)
+        x = 0
+        while x < ww:
+            k = keys[x]
+            s = x
+            x += 1
+            pattern = k * <uint64_t>0x0101010101010101
+            while x + 8 <= ww and _load8(keys + x) == pattern:
+                x += 8
+            while x < ww and keys[x] == k:
+                x += 1
+            _emit(r, k, y * cw + wx0 + s, x - s)
+        if wx0 + ww < cw:
+            _emit(r, 6, y * cw + wx0 + ww, cw - wx0 - ww)
 
 
 cdef int _source_group(const int64_t* sizes, int g) noexcept nogil:
@@ -295,76 +457,124 @@ cdef int _source_group(const int64_t* sizes, int g) noexcept nogil:
     return -1
 
 
+cdef int32_t _select(const int32_t* start, const int64_t* cum, int64_t lo, int64_t hi, int64_t k) noexcept nogil:
+    """Pixel of rank k among the runs [lo, hi) of one key (``cum`` = pixels before each run within the key)."""
+    cdef int64_t mid
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if cum[mid] <= k:
+            lo = mid
+        else:
+            hi = mid
+    return start[lo] + <int32_t>(k - cum[lo])
+
+
 cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y1, const int64_t[::1] spg,
                        float* cout, uint8_t* lout, bitgen_t* bg) noexcept nogil:
     """Returns 0 on success, 1 when the crop has no inside or no outside pixel, -1 when out of memory."""
     cdef int width = mask.shape[1], height = mask.shape[0]
     cdef int cw = x1 - x0 + 1, chh = y1 - y0 + 1
-    cdef int64_t n = <int64_t>cw * chh, i, j, k, out = 0, max_k = 0
-    cdef int n_in, g, lab, src, b
-    cdef int64_t counts[2][NUM_GROUPS]
+    cdef Py_ssize_t stride = mask.shape[1]
+    cdef const uint8_t* base = &mask[y0, x0]
+    cdef int64_t n = <int64_t>cw * chh, n_in, i, j, k, out = 0, max_k = 0, rank
+    cdef int box[4]
+    cdef int wx0, wy0, ww, wh, g, lab, src, b, key
+    cdef int64_t pix_count[16]
+    cdef int64_t run_count[16]
+    cdef int64_t run_first[17]
+    cdef int64_t fill[16]
     cdef int64_t sizes[2][NUM_GROUPS]
-    cdef int64_t fill[2][NUM_GROUPS]
-    cdef uint8_t* d = <uint8_t*>malloc(n)
-    cdef int32_t* lists = NULL
-    cdef uint64_t* draw = NULL
     cdef int32_t pix
-    cdef double ux, uy, px, py
-    if d == NULL:
-        return -1
-    n_in = _distance(mask, x0, y0, cw, chh, d)
+    cdef double px, py
+    cdef uint8_t* d = NULL
+    cdef uint8_t* tmp = NULL
+    cdef uint64_t* draw = NULL
+    cdef int32_t* s_start = NULL
+    cdef int64_t* s_cum = NULL
+    cdef Runs runs
+    runs.start = NULL
+    runs.length = NULL
+    runs.key = NULL
+
+    _inside_stats(base, stride, cw, chh, &n_in, box)
     if n_in == 0 or n_in == n:
-        free(d)
         return 1
+    wx0 = box[0] - DIST_CAP if box[0] > DIST_CAP else 0
+    wy0 = box[1] - DIST_CAP if box[1] > DIST_CAP else 0
+    ww = (box[2] + DIST_CAP if box[2] + DIST_CAP < cw else cw - 1) - wx0 + 1
+    wh = (box[3] + DIST_CAP if box[3] + DIST_CAP < chh else chh - 1) - wy0 + 1
     for g in range(NUM_GROUPS):
         if spg[g] > max_k:
             max_k = spg[g]
-    lists = <int32_t*>malloc(n * sizeof(int32_t))
+    k = <int64_t>ww * wh + 2 * <int64_t>chh + 2  # worst-case number of runs
+    d = <uint8_t*>malloc(<int64_t>(wh + 2) * ww)
+    tmp = <uint8_t*>malloc(ww)
     draw = <uint64_t*>malloc((max_k + 1) * sizeof(uint64_t))
-    if lists == NULL or draw == NULL:
-        free(d)
-        free(lists)
-        free(draw)
-        return -1
-    for lab in range(2):
+    runs.start = <int32_t*>malloc(k * sizeof(int32_t))
+    runs.length = <int32_t*>malloc(k * sizeof(int32_t))
+    runs.key = <uint8_t*>malloc(k)
+    s_start = <int32_t*>malloc(k * sizeof(int32_t))
+    s_cum = <int64_t*>malloc(k * sizeof(int64_t))
+    if (d == NULL or tmp == NULL or draw == NULL or runs.start == NULL or runs.length == NULL or runs.key == NULL
+            or s_start == NULL or s_cum == NULL):
+        out = -1
+    else:
+        _distance(base + wy0 * stride + wx0, stride, ww, wh, d, tmp)
+        _build_runs(base, stride, cw, chh, wx0, wy0, ww, wh, d, tmp, &runs)
+        # counting sort of the runs by key, keeping raster order within a key
+        for key in range(16):
+            pix_count[key] = 0
+            run_count[key] = 0
+        for i in range(runs.n):
+            pix_count[runs.key[i]] += runs.length[i]
+            run_count[runs.key[i]] += 1
+        run_first[0] = 0
+        for key in range(16):
+            run_first[key + 1] = run_first[key] + run_count[key]
+            fill[key] = run_first[key]
+            pix_count[key] = 0
+        for i in range(runs.n):
+            key = runs.key[i]
+            s_start[fill[key]] = runs.start[i]
+            s_cum[fill[key]] = pix_count[key]
+            pix_count[key] += runs.length[i]
+            fill[key] += 1
+        for lab in range(2):
+            sizes[lab][0] = pix_count[lab * 8]
+            for g in range(1, NUM_GROUPS):
+                sizes[lab][g] = sizes[lab][g - 1] + pix_count[lab * 8 + g]
         for g in range(NUM_GROUPS):
-            counts[lab][g] = 0
-    for i in range(n):
-        counts[mask[y0 + i // cw, x0 + i % cw] != 0][_bucket(d[i])] += 1
-    # lists: inside pixels first (label 1), then outside; within a label by bucket, raster order within a bucket
-    for lab in range(2):
-        fill[lab][0] = 0 if lab == 1 else n_in
-        sizes[lab][0] = counts[lab][0]
-        for g in range(1, NUM_GROUPS):
-            fill[lab][g] = fill[lab][g - 1] + counts[lab][g - 1]
-            sizes[lab][g] = sizes[lab][g - 1] + counts[lab][g]
-    for i in range(n):
-        lab = mask[y0 + i // cw, x0 + i % cw] != 0
-        b = _bucket(d[i])
-        lists[fill[lab][b]] = <int32_t>i
-        fill[lab][b] += 1
-    for g in range(NUM_GROUPS):
-        for lab in range(1, -1, -1):
-            k = spg[g] // 2 if lab == 1 else spg[g] - spg[g] // 2
-            if k == 0:
-                continue
-            src = _source_group(sizes[lab], g)
-            for j in range(k):
-                draw[j] = random_bounded_uint64(bg, 0, <uint64_t>(sizes[lab][src] - 1), 0, 0)
-            for j in range(k):
-                pix = lists[(0 if lab == 1 else n_in) + <int64_t>draw[j]]
-                ux = random_standard_uniform(bg)
-                uy = random_standard_uniform(bg)
-                px = <double>(pix % cw + x0) + (ux - 0.5)
-                py = <double>(pix // cw + y0) + (uy - 0.5)
-                cout[2 * out] = <float>(px / 128.0 - width / 256.0)
-                cout[2 * out + 1] = <float>(py / 128.0 - height / 256.0)
-                lout[out] = lab
-                out += 1
+            for lab in range(1, -1, -1):
+                k = spg[g] // 2 if lab == 1 else spg[g] - spg[g] // 2
+                if k == 0:
+                    continue
+                src = _source_group(sizes[lab], g)
+                for j in range(k):
+                    draw[j] = random_bounded_uint64(bg, 0, <uint64_t>(sizes[lab][src] - 1), 0, 0)
+                for j in range(k):
+                    rank = <int64_t>draw[j]
+                    b = 0
+                    while rank >= pix_count[lab * 8 + b]:
+                        rank -= pix_count[lab * 8 + b]
+                        b += 1
+                    key = lab * 8 + b
+                    pix = _select(s_start, s_cum, run_first[key], run_first[key + 1], rank)
+                    px = <double>(pix % cw + x0) + (random_standard_uniform(bg) - 0.5)
+                    py = <double>(pix // cw + y0) + (random_standard_uniform(bg) - 0.5)
+                    cout[2 * out] = <float>(px / 128.0 - width / 256.0)
+                    cout[2 * out + 1] = <float>(py / 128.0 - height / 256.0)
+                    lout[out] = lab
+                    out += 1
+        out = 0
     free(d)
-    free(lists)
+    free(tmp)
     free(draw)
-    return 0
+    free(runs.start)
+    free(runs.length)
+    free(runs.key)
+    free(s_start)
+    free(s_cum)
+    return <int>out
 
 
 def mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y1, const int64_t[::1] spg,

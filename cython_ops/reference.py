@@ -45,18 +45,19 @@ def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int) -> np.ndarr
     """(3, p, p) uint8 native-scale bilinear crop centred on (cx, cy), frame P (spec 3.3 step 5).
 
     Base sample point ``X0 = cx - p/2 + 0.5`` (same for y); ``x0 = floor(X0)``, ``dx = X0 - x0``; pixel ``ix`` blends
-    columns ``x0 + ix`` and ``x0 + ix + 1`` with weights ``w00 = (1-dx)(1-dy)``, ``w01 = dx(1-dy)``, ``w10 = (1-dx)dy``,
-    ``w11 = dx dy``; rounded as ``floor(v + 0.5)``. (The reference computes ``X = cx + ix - h + 0.5`` per pixel and
-    ``roundf``; identical up to float rounding of the fractional part.)
+    columns ``x0 + ix`` and ``x0 + ix + 1``. Weights ``w00 = (1-dx)(1-dy)``, ``w01 = dx(1-dy)``, ``w10 = (1-dx)dy``,
+    ``w11 = dx dy`` are computed in float64 and rounded to float32; the blend
+    ``((w00 f00 + w01 f01) + w10 f10) + w11 f11`` and the rounding ``floor(v + 0.5)`` are float32 (the reference
+    computes ``X = cx + ix - h + 0.5`` per pixel in float and uses ``roundf``; the values agree to 1 grey level).
     """
     h = p / 2.0
     bx, by = cx - h + 0.5, cy - h + 0.5
     x0, y0 = int(bx), int(by)
     dx, dy = bx - x0, by - y0
-    w00, w01, w10, w11 = (1.0 - dx) * (1.0 - dy), dx * (1.0 - dy), (1.0 - dx) * dy, dx * dy
-    f = image[y0:y0 + p + 1, x0:x0 + p + 1].astype(np.float64)  # (p+1, p+1, 3)
-    v = w00 * f[:-1, :-1] + w01 * f[:-1, 1:] + w10 * f[1:, :-1] + w11 * f[1:, 1:]
-    return np.floor(v + 0.5).astype(np.uint8).transpose(2, 0, 1)
+    w = [np.float32(v) for v in ((1.0 - dx) * (1.0 - dy), dx * (1.0 - dy), (1.0 - dx) * dy, dx * dy)]
+    f = image[y0:y0 + p + 1, x0:x0 + p + 1].astype(np.float32)  # (p+1, p+1, 3)
+    v = w[0] * f[:-1, :-1] + w[1] * f[:-1, 1:] + w[2] * f[1:, :-1] + w[3] * f[1:, 1:]
+    return np.floor(v + np.float32(0.5)).astype(np.uint8).transpose(2, 0, 1)
 
 
 def _place(params: PatchParams, image: np.ndarray, rng: np.random.Generator):

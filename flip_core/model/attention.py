@@ -162,14 +162,18 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     return _BACKENDS[layout.backend](q, k, v, layout)
 
 
+def _per_sample(q, k, v, layout):
+    """Per-sample views via ``Tensor.split`` (its backward is one ``cat``, not one full-size zero tensor per
+    sample as with slicing)."""
+    return zip(q.split(layout.q_lens, dim=1), k.split(layout.kv_lens, dim=1), v.split(layout.kv_lens, dim=1))
+
+
 def _dense(q, k, v, layout):
     scale = 1.0 / math.sqrt(q.shape[-1])
     outs = []
-    for b in range(layout.num_samples):
-        qs = slice(layout.q_offsets[b], layout.q_offsets[b + 1])
-        ks = slice(layout.kv_offsets[b], layout.kv_offsets[b + 1])
-        weights = torch.softmax(torch.matmul(q[:, qs], k[:, ks].transpose(-1, -2)) * scale, dim=-1)
-        outs.append(torch.matmul(weights, v[:, ks]))
+    for qb, kb, vb in _per_sample(q, k, v, layout):
+        weights = torch.softmax(torch.matmul(qb, kb.transpose(-1, -2)) * scale, dim=-1)
+        outs.append(torch.matmul(weights, vb))
     return torch.cat(outs, dim=1)
 
 
@@ -177,13 +181,8 @@ def _split(q, k, v, layout):
     # 4-D inputs: CPU SDPA only dispatches 4-D tensors to its fused flash kernel (3-D falls back to math).
     if layout.num_samples == 1:
         return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
-    outs = []
-    for b in range(layout.num_samples):
-        if layout.q_lens[b] == 0:
-            continue
-        qs = slice(layout.q_offsets[b], layout.q_offsets[b + 1])
-        ks = slice(layout.kv_offsets[b], layout.kv_offsets[b + 1])
-        outs.append(F.scaled_dot_product_attention(q[None, :, qs], k[None, :, ks], v[None, :, ks])[0])
+    outs = [F.scaled_dot_product_attention(qb[None], kb[None], vb[None])[0]
+            for qb, kb, vb in _per_sample(q, k, v, layout) if qb.shape[1] > 0]
     return torch.cat(outs, dim=1) if outs else q.new_zeros(q.shape[0], 0, v.shape[-1])
 
 

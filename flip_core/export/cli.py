@@ -1,4 +1,4 @@
-"""``flip export-onnx --checkpoint CKPT --out DIR``: ONNX encoder + predictor graphs with an onnxruntime parity check."""
+"""``flip export-onnx --checkpoint CKPT --out DIR``: ONNX encoder + predictor graphs, onnxruntime parity check."""
 
 from __future__ import annotations
 

@@ -211,3 +211,13 @@ def test_labelme_export(local_ray, shared_data, tmp_path):
                               tmp_path, shard_size=2, progress=False)
     assert (summary.images, summary.instances, summary.rejects) == (3, 12, 0)
     assert _check_against_annotations(tmp_path, root / "annotations.json", root) == 12
+
+
+def test_dataset_with_nothing_usable(local_ray, tmp_path):
+    ann = tmp_path / "instances_none.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "../x.jpg", "width": 4, "height": 4}],
+                               "annotations": []}))
+    summary = convert_dataset(CocoSpec(images=tmp_path, annotations=ann), tmp_path / "out", progress=False)
+    assert (summary.images, summary.shards, summary.rejects_by_reason) == (0, 0, {"path_escape": 1})
+    ds = open_dataset(tmp_path / "out")
+    assert ds.shards == [] and ds.manifest.num_rows == 0 and ds.verify() == []

@@ -169,9 +169,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode ``rgb_images`` bytes to an (H, W, 3) uint8 RGB array (no EXIF rotation)."""
+    """Decode ``rgb_images`` bytes to a writable, C-contiguous (H, W, 3) uint8 RGB array (no EXIF rotation)."""
     with Image.open(io.BytesIO(bytes(data))) as img:
-        return np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+        return np.array(img.convert("RGB") if img.mode != "RGB" else img)
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:

@@ -113,7 +113,7 @@ def check_image(image) -> tuple[int, int]:
 
 
 def check_mask(mask) -> np.ndarray:
-    """Validate an (H, W) uint8/bool C-contiguous mask with at least one non-zero pixel; return a uint8 view."""
+    """Validate an (H, W) uint8/bool C-contiguous mask; return a uint8 view (area: :func:`check_mask_area`)."""
     if not isinstance(mask, np.ndarray):
         raise ValueError(f"mask must be a numpy.ndarray of shape (H, W) and dtype uint8 or bool, got {type(mask).__name__}")
     if mask.dtype not in (np.uint8, np.bool_):
@@ -122,10 +122,14 @@ def check_mask(mask) -> np.ndarray:
         raise ValueError(f"mask must have shape (H, W) with H, W >= 2, got {mask.shape}")
     if not mask.flags.c_contiguous:
         raise ValueError("mask must be C-contiguous; pass np.ascontiguousarray(mask)")
-    mask = mask.view(np.uint8)
+    return mask.view(np.uint8)
+
+
+def check_mask_area(mask: np.ndarray) -> None:
+    """Raise ``ValueError`` for a mask without a non-zero pixel. The backends call it only after finding no inside
+    pixel in the crop (no random draw happened then), which keeps the whole-mask scan off the common path."""
     if not mask.any():
         raise ValueError(f"mask of shape {mask.shape} has zero area (no non-zero pixel); accepted: at least one")
-    return mask
 
 
 def check_position(position) -> np.ndarray:

@@ -39,7 +39,7 @@ cdef struct Grid:
     int32_t* head     # (gw * gh,) first entry of each cell's list, -1 = empty
     int32_t* ent_box  # entry -> box id
     int32_t* ent_next # entry -> next entry of the same cell, -1 = end
-    int n_ent
+    int64_t n_ent
     double* box       # (4 * n_boxes,) x0, y0, x1, y1 of accepted boxes
     int32_t* stamp    # box -> id of the last query that counted it
     int n_box
@@ -61,23 +61,22 @@ cdef void _grid_free(Grid* g) noexcept nogil:
     free(g.stamp)
 
 
-cdef int _grid_init(Grid* g, int cell, int width, int height, int max_boxes) noexcept nogil:
-    cdef int i
+cdef int _grid_init(Grid* g, int cell, int width, int height, int64_t max_boxes, int64_t max_entries) noexcept nogil:
+    cdef int64_t i
     g.cell = cell
     g.gw = width // cell + 1
     g.gh = height // cell + 1
     g.n_ent = 0
     g.n_box = 0
-    g.head = <int32_t*>malloc(g.gw * g.gh * sizeof(int32_t))
-    # a box of size <= cell covers at most 2 x 2 cells
-    g.ent_box = <int32_t*>malloc(4 * max_boxes * sizeof(int32_t) + 1)
-    g.ent_next = <int32_t*>malloc(4 * max_boxes * sizeof(int32_t) + 1)
+    g.head = <int32_t*>malloc(<int64_t>g.gw * g.gh * sizeof(int32_t))
+    g.ent_box = <int32_t*>malloc(max_entries * sizeof(int32_t) + 1)
+    g.ent_next = <int32_t*>malloc(max_entries * sizeof(int32_t) + 1)
     g.box = <double*>malloc(4 * max_boxes * sizeof(double) + 1)
     g.stamp = <int32_t*>malloc(max_boxes * sizeof(int32_t) + 1)
     if g.head == NULL or g.ent_box == NULL or g.ent_next == NULL or g.box == NULL or g.stamp == NULL:
         _grid_free(g)
         return -1
-    for i in range(g.gw * g.gh):
+    for i in range(<int64_t>g.gw * g.gh):
         g.head[i] = -1
     return 0
 
@@ -111,7 +110,8 @@ cdef bint _overlaps_too_much(Grid* g, double x0, double y0, double x1, double y1
 
 
 cdef void _grid_add(Grid* g, double x0, double y0, double x1, double y1) noexcept nogil:
-    cdef int cx, cy, c, k = g.n_box
+    cdef int cx, cy, c
+    cdef int32_t k = g.n_box
     g.box[4 * k] = x0
     g.box[4 * k + 1] = y0
     g.box[4 * k + 2] = x1
@@ -123,33 +123,40 @@ cdef void _grid_add(Grid* g, double x0, double y0, double x1, double y1) noexcep
             c = cy * g.gw + cx
             g.ent_box[g.n_ent] = k
             g.ent_next[g.n_ent] = g.head[c]
-            g.head[c] = g.n_ent
+            g.head[c] = <int32_t>g.n_ent
             g.n_ent += 1
 
 
-cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, uint8_t* out,
+cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, uint8_t* out, float* hbuf,
                     uint8_t* row) noexcept nogil:
-    """(3, p, p) native-scale bilinear crop; see ``reference._bilinear_patch`` for the exact formula.
+    """(3, p, p) native-scale bilinear crop, separable; see ``reference._bilinear_patch`` for the exact formula.
 
-    Float32 blend over one interleaved RGB row at a time (contiguous, so the compiler vectorises it), then the row is
-    de-interleaved into the channel planes. ``row`` is scratch of at least 3 p bytes.
+    Horizontal float32 blend of the p + 1 source rows into ``hbuf`` ((p + 1) x 3p), vertical blend into one
+    interleaved RGB row, then de-interleaving into the channel planes. Row loops are contiguous with pointer-sized
+    indices so the compiler vectorises them. ``hbuf``/``row`` are scratch of (p + 1) 3p floats / 3p bytes.
     """
     cdef double h = 0.5 * p
     cdef double bx = cx - h + 0.5, by = cy - h + 0.5
     cdef int x0 = <int>bx, y0 = <int>by
-    cdef double dx = bx - x0, dy = by - y0
-    cdef float w00 = <float>((1.0 - dx) * (1.0 - dy)), w01 = <float>(dx * (1.0 - dy))
-    cdef float w10 = <float>((1.0 - dx) * dy), w11 = <float>(dx * dy)
-    cdef int yy, xx, j, n = 3 * p
-    cdef const uint8_t* r0
-    cdef const uint8_t* r1
-    cdef float v
-    for yy in range(p):
-        r0 = &img[y0 + yy, x0, 0]
-        r1 = &img[y0 + yy + 1, x0, 0]
+    cdef float ax = <float>(1.0 - (bx - x0)), dx = <float>(bx - x0)
+    cdef float ay = <float>(1.0 - (by - y0)), dy = <float>(by - y0)
+    cdef int yy, xx
+    cdef Py_ssize_t j, n = 3 * p  # pointer-sized index: the build's -fwrapv blocks vectorising int offsets
+    cdef const uint8_t* src
+    cdef const uint8_t* src3
+    cdef float* hr
+    cdef float* hn
+    for yy in range(p + 1):
+        src = &img[y0 + yy, x0, 0]
+        src3 = src + 3
+        hr = hbuf + yy * n
         for j in range(n):
-            v = w00 * r0[j] + w01 * r0[j + 3] + w10 * r1[j] + w11 * r1[j + 3]
-            row[j] = <uint8_t>(<int>(v + <float>0.5))
+            hr[j] = ax * src[j] + dx * src3[j]
+    for yy in range(p):
+        hr = hbuf + yy * n
+        hn = hr + n
+        for j in range(n):
+            row[j] = <uint8_t>(<int>(ay * hr[j] + dy * hn[j] + <float>0.5))
         for xx in range(p):
             out[yy * p + xx] = row[3 * xx]
             out[(p + yy) * p + xx] = row[3 * xx + 1]
@@ -160,21 +167,30 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
                 const int32_t[::1] sizes, const int32_t[::1] quota, double thr, uint8_t* pout, float* cout,
                 int32_t[::1] counts, bitgen_t* bg) noexcept nogil:
     cdef int height = img.shape[0], width = img.shape[1], nres = sizes.shape[0]
-    cdef int r, p, q, att, acc, total = 0, cell = 1
-    cdef int64_t pofs = 0, cofs = 0
+    cdef int r, p, q, att, acc, total = 0, cell = 0, pmax = 1, span
+    cdef int64_t pofs = 0, cofs = 0, entries = 0
     cdef int32_t query = 0
     cdef double h, limit, z1, z2, u, v, cx, cy
     cdef Grid g
     cdef uint8_t row[3 * 256]  # bilinear scratch; patch sizes are <= 256 (validated by the wrapper)
-    for r in range(nres):
-        total += quota[r]
-        if quota[r] > 0:
-            cell = sizes[r]
+    cdef float* hbuf
     for r in range(nres):
         counts[r] = 0
+        total += quota[r]
+        if quota[r] > 0:
+            pmax = sizes[r]
+            if cell == 0:
+                cell = 2 * sizes[r]  # grid cell: twice the smallest requested patch size
     if total == 0:
         return 0
-    if _grid_init(&g, cell, width, height, total) != 0:
+    for r in range(nres):  # a box of size p covers at most (p // cell + 2)^2 cells
+        span = sizes[r] // cell + 2
+        entries += <int64_t>quota[r] * span * span
+    hbuf = <float*>malloc(<int64_t>(pmax + 1) * 3 * pmax * sizeof(float))
+    if hbuf == NULL:
+        return -1
+    if _grid_init(&g, cell, width, height, total, entries) != 0:
+        free(hbuf)
         return -1
     for r in range(nres):
         p = sizes[r]
@@ -197,7 +213,7 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
             if _overlaps_too_much(&g, cx - h, cy - h, cx + h, cy + h, limit, query):
                 continue
             _grid_add(&g, cx - h, cy - h, cx + h, cy + h)
-            _bilinear(img, cx, cy, p, pout + pofs + <int64_t>acc * 3 * p * p, row)
+            _bilinear(img, cx, cy, p, pout + pofs + <int64_t>acc * 3 * p * p, hbuf, row)
             cout[2 * (cofs + acc)] = <float>(cx / 128.0 - width / 256.0)
             cout[2 * (cofs + acc) + 1] = <float>(cy / 128.0 - height / 256.0)
             acc += 1
@@ -205,6 +221,7 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
         pofs += <int64_t>q * 3 * p * p
         cofs += q
     _grid_free(&g)
+    free(hbuf)
     return 0
 
 

@@ -23,6 +23,7 @@ from ._common import (
     MaskParams,
     PatchParams,
     PatchSample,
+    check_mask_area,
     prepare_mask,
     prepare_patches,
     split_patches,
@@ -45,18 +46,19 @@ def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int) -> np.ndarr
     """(3, p, p) uint8 native-scale bilinear crop centred on (cx, cy), frame P (spec 3.3 step 5).
 
     Base sample point ``X0 = cx - p/2 + 0.5`` (same for y); ``x0 = floor(X0)``, ``dx = X0 - x0``; pixel ``ix`` blends
-    columns ``x0 + ix`` and ``x0 + ix + 1``. Weights ``w00 = (1-dx)(1-dy)``, ``w01 = dx(1-dy)``, ``w10 = (1-dx)dy``,
-    ``w11 = dx dy`` are computed in float64 and rounded to float32; the blend
-    ``((w00 f00 + w01 f01) + w10 f10) + w11 f11`` and the rounding ``floor(v + 0.5)`` are float32 (the reference
-    computes ``X = cx + ix - h + 0.5`` per pixel in float and uses ``roundf``; the values agree to 1 grey level).
+    columns ``x0 + ix`` and ``x0 + ix + 1``, rows likewise. Separable, in float32: first
+    ``h = (1 - dx) f[:, c] + dx f[:, c + 1]`` (weights rounded from float64 to float32), then
+    ``v = (1 - dy) h[r] + dy h[r + 1]``, rounded as ``floor(v + 0.5)``. The reference computes the four-weight form
+    per pixel (``X = cx + ix - h + 0.5``) in float and uses ``roundf``; the values agree to 1 grey level.
     """
     h = p / 2.0
     bx, by = cx - h + 0.5, cy - h + 0.5
     x0, y0 = int(bx), int(by)
-    dx, dy = bx - x0, by - y0
-    w = [np.float32(v) for v in ((1.0 - dx) * (1.0 - dy), dx * (1.0 - dy), (1.0 - dx) * dy, dx * dy)]
+    ax, dx = np.float32(1.0 - (bx - x0)), np.float32(bx - x0)
+    ay, dy = np.float32(1.0 - (by - y0)), np.float32(by - y0)
     f = image[y0:y0 + p + 1, x0:x0 + p + 1].astype(np.float32)  # (p+1, p+1, 3)
-    v = w[0] * f[:-1, :-1] + w[1] * f[:-1, 1:] + w[2] * f[1:, :-1] + w[3] * f[1:, 1:]
+    hz = ax * f[:, :-1] + dx * f[:, 1:]  # (p+1, p, 3)
+    v = ay * hz[:-1] + dy * hz[1:]
     return np.floor(v + np.float32(0.5)).astype(np.uint8).transpose(2, 0, 1)
 
 
@@ -189,10 +191,12 @@ def sample_mask_targets(mask, position, samples_per_group, rng, *, convention="e
     """NumPy reference of :func:`cython_ops.sample_mask_targets` (same arguments, outputs and draw order)."""
     mask, params = prepare_mask(mask, position, samples_per_group, rng, convention)
     if params.crop is None:
+        check_mask_area(mask)
         return None
     x0, y0, x1, y1 = params.crop
     inside = mask[y0:y1 + 1, x0:x1 + 1] != 0
     if inside.all() or not inside.any():
+        check_mask_area(mask)
         return None
     lists = _group_lists(inside, boundary_distance(inside))
     return _sample_groups(params, lists, x1 - x0 + 1, rng)

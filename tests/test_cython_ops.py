@@ -144,6 +144,38 @@ def test_mask_targets_cython_matches_numpy(example, convention):
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
+def _blobs(seed: int, h: int, w: int) -> np.ndarray:
+    """Union of a few random ellipses (holes and far-apart parts exercise distances > 64 inside and outside)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(rng.integers(1, 5)):
+        c = rng.uniform((0, 0), (w, h))
+        mask |= ellipse_mask(w, h, rng.uniform(3, 0.6 * min(h, w), 2), rng.uniform(0, 180), centre=c)
+    if rng.random() < 0.5:
+        mask[rng.integers(0, h), :] ^= 1  # a thin line crossing everything
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mask_targets_cython_matches_numpy_on_blobs(seed):
+    """Crops clipped by the border, several components, thick interiors (d > 64): still bit-identical."""
+    mask = _blobs(seed, 240 + 7 * seed, 320 - 5 * seed)
+    if not mask.any():
+        mask[0, 0] = 1
+    position = moments_to_position(mask_moments(mask))
+    spg = DEFAULT_SAMPLES_PER_GROUP if seed % 2 else (1, 3, 0, 5, 0, 2, 9)
+    a = sample_mask_targets(mask, position, spg, np.random.default_rng(seed), backend="numpy")
+    b = sample_mask_targets(mask, position, spg, np.random.default_rng(seed), backend="cython")
+    if a is None:
+        assert b is None
+    else:
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    image = np.random.default_rng(seed).integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
+    pa = sample_patches(image, position, 700, SIZES, None, None, np.random.default_rng(seed), backend="numpy")
+    pb = sample_patches(image, position, 700, SIZES, None, None, np.random.default_rng(seed), backend="cython")
+    assert _same(pa, pb)
+
+
 def test_mask_targets_groups_and_labels(example):
     _, mask, position = example
     coords, labels = sample_mask_targets(mask, position, DEFAULT_SAMPLES_PER_GROUP, np.random.default_rng(0))

@@ -221,3 +221,33 @@ def test_dataset_with_nothing_usable(local_ray, tmp_path):
     assert (summary.images, summary.shards, summary.rejects_by_reason) == (0, 0, {"path_escape": 1})
     ds = open_dataset(tmp_path / "out")
     assert ds.shards == [] and ds.manifest.num_rows == 0 and ds.verify() == []
+
+
+def test_reference_loader_access_pattern(val_out):
+    """Read a shard the way the reference ``HDF5_Dataset.get_data`` does: plain h5py, 1-D uint8 items decoded."""
+    import io
+
+    from PIL import Image
+
+    out, _ = val_out
+    with h5py.File(out / "shard-00000.h5", "r") as f:
+        seq = f["sequence_indices"][:]
+        inst_idx = f["image_instance_indices"][:]
+        for seq_index in range(len(seq)):
+            start, length = seq[seq_index]
+            assert length == 1
+            rgb = f["rgb_images"][start]
+            assert rgb.dtype == np.uint8 and rgb.ndim == 1
+            image = np.asarray(Image.open(io.BytesIO(rgb.tobytes())).convert("RGB"))
+            first, count = inst_idx[start]
+            for mask_index in range(first, first + count):
+                raw = f["instance_masks"][mask_index]
+                assert raw.dtype == np.uint8 and raw.ndim == 1
+                mask = np.asarray(Image.open(io.BytesIO(raw.tobytes())))
+                assert mask.ndim == 2 and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+                assert mask.shape == image.shape[:2]
+                assert f["instance_masks_images"][mask_index, 0] == start
+                pos = f["positions"][mask_index : mask_index + 1]
+                assert pos.shape == (1, 5) and pos.dtype == np.float32 and pos[0, 2] > 0 and pos[0, 3] > 0
+                box = f["instance_mask_bboxes"][mask_index]
+                assert np.isfinite(box).all() and box[2] >= box[0] and box[3] >= box[1]

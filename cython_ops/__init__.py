@@ -87,11 +87,14 @@ def sample_patches(image: np.ndarray, position, num_tokens: int, patch_sizes, ov
     4. Placement (spec 3.3), smallest patch first, at most ``10 n_r`` attempts per resolution: reject unless
        ``cx - p/2 >= 0``, ``cx + p/2 < W - 1`` (same for y); reject when the summed intersection area of the box
        ``[c - p/2, c + p/2]^2`` with all already placed boxes (every resolution) exceeds ``overlap_threshold * p^2``.
-    5. Crop (spec 3.3 step 5): native-scale bilinear p x p crop with the half-pixel offset, rounded half up.
+    5. Crop (spec 3.3 step 5): native-scale bilinear p x p crop with the half-pixel offset, computed separably in
+       float32 and rounded half up (exact formula: ``cython_ops.reference._bilinear_patch``; within 1 grey level of
+       the reference's per-pixel float formula).
 
     **Overlap rule vs the reference (spec 3.4).** We implement the *nominal* rule, each placed box counted exactly
-    once: the Cython kernel keeps every accepted box in a uniform spatial grid (cell = largest patch size, one list
-    entry per covered cell) and visits each candidate box once per query (a per-box visit stamp). The reference hash
+    once: the Cython kernel keeps every accepted box in a uniform spatial grid (cell = twice the smallest requested
+    patch size, one list entry per covered cell) and counts each candidate box once per query (a per-box visit
+    stamp); the NumPy reference checks every placed box directly. The result does not depend on the cell size. The reference hash
     shares one ``next`` pointer between the lists of all cells a box covers, so it skips some boxes and counts others
     several times; it places about half as many 16 px patches (spec example: [0, 0, 234, 223, ~30] against our
     [0, 0, 234, 223, 55]). The reference's 256-point Gaussian buffer (16 of every 256 draws discarded) and its

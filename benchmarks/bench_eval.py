@@ -4,14 +4,19 @@ Usage::
 
     .venv/bin/python benchmarks/bench_eval.py [--instances 16] [--repeats 3] [--shards 4] [--size 480 640]
 
-Part 1 (per worker): one process, ``torch.set_num_threads(1)``, a randomly initialised FLIP-tiny (seeded), the FLIP
-protocol (ground-truth Gaussian prompt, 512 tokens) on ``--instances`` instances of a synthetic converted dataset
-(COCO-like 640x480 JPEGs with 2 elliptical objects each), per mode; the prompt-ellipse baseline is timed beside it as
-the reference point. Reported: median over ``--repeats`` runs of instances/s.
+Data: the real COCO val2017 sample in ``../shared/data/coco`` (19 images, real object sizes), converted with
+``convert_dataset`` into ``--shards`` shards; with ``--synthetic`` (or when the sample is absent) a synthetic dataset of
+640x480 images with 2 large ellipses each (their 5-sigma boxes cover most of the image, so box mode gains little).
 
-Part 2 (fan-out): the same dataset in ``--shards`` shards, ``plan_tasks`` + ``execute_tasks`` (one Ray task per
-shard, FLIP protocol, box mode) with 1 and with 2 workers on one local Ray instance started once (start-up excluded);
-fresh output directory per run. Reported: median wall time of each and the ratio (speed-up of 2 workers over 1).
+Part 1 (per worker): one process, ``torch.set_num_threads(1)``, a randomly initialised FLIP-tiny (seeded), the FLIP
+protocol (ground-truth Gaussian prompt, 512 tokens) on ``--instances`` instances (a seeded subset), per mode; the
+prompt-ellipse baseline is timed beside it as the reference point. Reported: median over ``--repeats`` runs of
+instances/s.
+
+Part 2 (fan-out): ``plan_tasks`` + ``execute_tasks`` (one Ray task per shard, FLIP protocol, box mode,
+``--fanout-instances`` instances spread over the shards) with 1 and with 2 workers on one local Ray instance started
+once (start-up excluded); fresh output directory per run. Reported: median wall time of each and the ratio (speed-up
+of 2 workers over 1).
 """
 
 from __future__ import annotations
@@ -43,9 +48,13 @@ def per_worker(data: Path, n: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_flip_model("tiny").eval()
     ds = open_dataset(data)
-    reader = ds.reader(0)
+    table = ds.manifest
+    pick = np.sort(np.random.default_rng(0).choice(table.num_rows, size=min(n, table.num_rows), replace=False))
+    shard_of = {p.name: k for k, p in enumerate(ds.shards)}
     items = []
-    for j in range(min(n, reader.num_instances)):
+    for r in pick:
+        reader = ds.reader(shard_of[table.column("shard")[int(r)].as_py()])
+        j = table.column("instance_row")[int(r)].as_py()
         i = reader.image_of(j)
         items.append((reader.image(i), reader.mask(j), reader.ignore_mask(j), reader.moments(j)))
     predictors = {m: FlipPredictor(model=model, mode=m) for m in ("full", "box", "hierarchical")}
@@ -64,7 +73,7 @@ def per_worker(data: Path, n: int, repeats: int) -> dict[str, float]:
     return out
 
 
-def fanout(data: Path, ckpt: Path, repeats: int) -> dict[int, float]:
+def fanout(data: Path, ckpt: Path, repeats: int, instances: int) -> dict[int, float]:
     import ray
 
     from flip_core.eval.config import EvalConfig
@@ -78,7 +87,7 @@ def fanout(data: Path, ckpt: Path, repeats: int) -> dict[int, float]:
             for workers in (1, 2):
                 with tempfile.TemporaryDirectory() as out:
                     cfg = EvalConfig(checkpoints=(str(ckpt),), data=(str(data),), out_dir=out, protocols=("flip",),
-                                     modes=("box",), baseline=False, num_workers=workers)
+                                     modes=("box",), baseline=False, num_workers=workers, max_instances=instances)
                     tasks, _ = plan_tasks(cfg, find_datasets(cfg), [(tag, str(ckpt), sha)], {})
                     t0 = time.perf_counter()
                     execute_tasks(tasks, cfg)
@@ -89,32 +98,52 @@ def fanout(data: Path, ckpt: Path, repeats: int) -> dict[int, float]:
     return {w: statistics.median(v) for w, v in walls.items()}
 
 
+def _dataset(tmp: Path, args) -> Path:
+    coco = REPO.parent / "shared" / "data" / "coco"
+    if args.synthetic or not coco.exists():
+        from tests.eval_support import build_dataset
+
+        return build_dataset(tmp, "synthetic", shards=args.shards, images_per_shard=4, objects=2, size=(480, 640),
+                             ignore_band=True)
+    import ray
+
+    from datasets_spec.coco import CocoSpec
+    from flip_core.convert.run import convert_dataset
+
+    spec = CocoSpec(images=coco / "val2017", annotations=coco / "annotations" / "instances_val2017.json", name="coco")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        import json
+
+        n_images = len(json.loads(spec.annotations.read_text())["images"])
+        convert_dataset(spec, tmp / "coco", shard_size=-(-n_images // args.shards), num_workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    return tmp / "coco"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instances", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
+    p.add_argument("--fanout-instances", type=int, default=16)
+    p.add_argument("--synthetic", action="store_true", help="synthetic 640x480 data instead of the COCO sample")
     args = p.parse_args()
     apply_local_defaults()
     from flip_core.model import build_flip_model, save_flip_checkpoint
-    from tests.eval_support import build_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        per_shard = max(1, args.instances // 2)
-        one = build_dataset(tmp, "bench_one", shards=1, images_per_shard=per_shard, objects=2,
-                            size=tuple(args.size), ignore_band=True)
-        many = build_dataset(tmp, "bench_many", shards=args.shards, images_per_shard=max(2, per_shard // 2),
-                             objects=2, size=tuple(args.size), ignore_band=True, seed=1)
+        one = many = _dataset(tmp, args)
         torch.manual_seed(0)
         ckpt = tmp / "flip-tiny-random.ckpt"
         save_flip_checkpoint(build_flip_model("tiny"), ckpt)
-        print(f"CPU cores visible: {os.cpu_count()}; torch {torch.__version__}; image size {args.size}")
+        print(f"CPU cores visible: {os.cpu_count()}; torch {torch.__version__}; data {one}")
         print("Part 1: instances/s per worker (FLIP protocol, 1 torch thread, median of runs)")
         rates = per_worker(one, args.instances, args.repeats)
         print(f"Part 2: fan-out over {args.shards} shards, box mode (median wall of {args.repeats} runs)")
-        walls = fanout(many, ckpt, args.repeats)
+        walls = fanout(many, ckpt, args.repeats, args.fanout_instances)
         print(f"  1 worker {walls[1]:.2f} s, 2 workers {walls[2]:.2f} s, speed-up {walls[1] / walls[2]:.2f}x")
         print("| mode | instances/s per worker |\n|---|---|")
         for k, v in rates.items():

@@ -116,6 +116,7 @@ def find_datasets(config: EvalConfig) -> list[Benchmark]:
 
     out: list[Benchmark] = []
     for path in _expand(config.data):
+        path = path.resolve()  # workers may run in another working directory
         ds = open_dataset(path)
         name = ds.name
         if ds.manifest.num_rows == 0:
@@ -275,7 +276,8 @@ def plan_tasks(config: EvalConfig, benches: list[Benchmark], methods: list[tuple
                 for protocol in config.protocols:
                     for mode in modes:
                         inputs = _job_inputs(tag, ident, bench, k, rows, protocol, mode, settings)
-                        path = result_path(config.out_path, tag, bench.name, bench.shards[k], protocol, mode)
+                        path = result_path(config.out_path.resolve(), tag, bench.name, bench.shards[k], protocol,
+                                           mode)
                         job = ResultJob(protocol=protocol, mode=mode, path=str(path), inputs=inputs)
                         all_jobs.append(job)
                         current, why = result_is_current(path, job.sha256)

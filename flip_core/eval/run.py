@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from flip_core.eval.config import EvalConfig, EvalResult
 from flip_core.eval.fanout import (
@@ -42,7 +43,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
             raise ValueError(f"checkpoint {path} is given twice (same file name and content: {tag})")
         seen.add(tag)
         check_checkpoint_loads(path)
-        methods.append((tag, str(path), sha))
+        methods.append((tag, str(Path(path).resolve()), sha))
     benches = find_datasets(config)
     radii = {}
     if config.baseline:

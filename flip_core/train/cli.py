@@ -60,6 +60,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="seed of model init, sampling and augmentation")
     p.add_argument("--images-per-batch", type=int, default=2,
                    help="images per worker per micro-step (x4 prompts; reference: 16, large 8)")
+    p.add_argument("--mean-tokens", type=int, default=512, help="mean requested patches per prompt (Beta budget)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="most requested patches per prompt")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--lr", type=float, default=6e-4, help="Ranger learning rate")
     p.add_argument("--weight-decay", type=float, default=6e-4, help="Ranger decoupled weight decay")
@@ -83,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     data = DataConfig(manifests=tuple(str(Path(p).resolve()) for p in paths),
                       weights=weights if any(w is not None for w in weights) else (),
                       images_per_batch=args.images_per_batch, loader_workers=args.loader_workers,
+                      mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
                       dynamic_sampling=not args.no_dynamic_sampling, convention=args.convention,
                       backend=args.backend)
     return TrainConfig(model=args.model, data=data, run_dir=str(Path(args.out).resolve()), steps=args.steps,

@@ -24,7 +24,7 @@ from flip_core.env import apply_local_defaults
 from flip_core.train.config import TrainConfig, TrainResult
 from flip_core.train.metrics import read_metrics
 
-__all__ = ["train", "latest_ray_checkpoint", "prepare_run_dir", "RunDirError"]
+__all__ = ["train", "latest_ray_checkpoint", "prepare_run_dir", "RunDirError", "start_local_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,11 @@ def _trainer(config: TrainConfig, resume_from: Path | None):
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
         worker_runtime_env={"env_vars": env})
     return TorchTrainer(
-        train_worker, train_loop_config={"train": config.to_dict()},
+        train_worker, train_loop_config={"train": config.to_dict(),
+                                         "resume_from": str(resume_from) if resume_from else None},
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                                resources_per_worker={"CPU": config.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"), run_config=run_config,
-        resume_from_checkpoint=ray.train.Checkpoint(str(resume_from)) if resume_from else None)
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"), run_config=run_config)
 
 
 def _result(config: TrainConfig, start_step: int, wall: float) -> TrainResult:
@@ -123,6 +123,34 @@ def _result(config: TrainConfig, start_step: int, wall: float) -> TrainResult:
         best_checkpoint=str(best) if best.is_file() else None, rejects=rejects)
 
 
+def start_local_ray(num_cpus: int) -> str:
+    """Start a private local Ray (no dashboard) whose tasks and actors all know its address; returns it.
+
+    Ray Train's helper actors (e.g. its ``PlacementGroupCleaner``) look the cluster up by scanning for GCS
+    processes when ``RAY_ADDRESS`` is unset, and fail with "Found multiple active Ray instances" on a machine that
+    runs other Ray clusters; a failed worker group then waits for its placement group for minutes. So the GCS
+    port is chosen here (``RAY_GCS_SERVER_PORT``) and ``RAY_ADDRESS`` is put into the job's runtime environment.
+    """
+    import os
+
+    import ray
+
+    from flip_core.train.engine import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = address.rsplit(":", 1)[1]
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": address}})
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT")
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    return address
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train FLIP as configured (module docstring); returns a summary once every step is done.
 
@@ -142,9 +170,10 @@ def train(config: TrainConfig) -> TrainResult:
         raise RunDirError(f"--resume: the latest checkpoint is at step {start_step}, --steps {config.steps} "
                           "leaves nothing to do")
     started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=config.ray_address or "local", include_dashboard=False,
-                 **({} if config.ray_address else {"num_cpus": config.num_workers * config.cpus_per_worker}))
+    if started_ray and config.ray_address:
+        ray.init(address=config.ray_address)
+    elif started_ray:
+        start_local_ray(config.num_workers * config.cpus_per_worker)
     try:
         _trainer(config, resume_from).fit()
     finally:

@@ -63,7 +63,7 @@ class StepRunner:
             self.engine.step()
             ious = group_ious(logits, batch.targets, counts_used)
             self.dynamic.update(ious)
-            sums["loss"] += float(loss) / self.accumulation
+            sums["loss"] += float(loss.detach()) / self.accumulation
             sums["iou"] += float(sampled_point_iou(logits.float(), batch.targets, batch.query_counts).mean())
             sums["group_iou"] = [a + b / self.accumulation for a, b in zip(sums["group_iou"], ious)]
             sums["samples"] += batch.num_samples
@@ -133,11 +133,18 @@ class _Checkpointer:
             old.unlink()
 
 
-def _restore(engine) -> tuple[int, dict | None]:
-    """Step and client state of the checkpoint Ray hands this worker (0, None when starting fresh)."""
+def _restore(engine, resume_from: str | None) -> tuple[int, dict | None]:
+    """Load the checkpoint Ray hands this worker (a restart after a failure, or Ray's own restore of the run's
+    storage), else ``resume_from`` (``--resume``: the driver's newest ``RUN_DIR/ray/step-*``).
+
+    Returns:
+        (step, client state), or (0, None) when starting fresh.
+    """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint(resume_from)
     if checkpoint is None:
         return 0, None
     with checkpoint.as_directory() as directory:
@@ -169,7 +176,7 @@ def train_worker(loop_config: dict) -> None:
     model = build_flip_model(cfg.model, seed=cfg.seed)
     engine = build_engine(model, cfg, load_deepspeed_config(cfg.deepspeed_config))
     dynamic = MaskGroupSampling(cfg.data)
-    start, client = _restore(engine)
+    start, client = _restore(engine, loop_config.get("resume_from"))
     if client is not None:
         dynamic.load_state_dict(client["dynamic"])
     images_per_step = cfg.data.images_per_batch * cfg.gradient_accumulation_steps

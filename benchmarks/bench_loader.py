@@ -1,0 +1,91 @@
+"""Loader throughput: milliseconds per image (JPEG decode + 4 prompts of augmentation, patch and mask-target
+sampling + collate) on real COCO shards, single process / single core, Cython kernels vs the NumPy reference
+samplers (``cython_ops.reference``) in the same run.
+
+Rows:
+* ``cython, 2048 pts``: the fixed per-group split (what the reference loader does per prompt: 2048 points);
+* ``cython, dynamic pool``: what training does with dynamic sampling on (7 x 2024 pool points per prompt, see
+  ``flip_core.data.dataset``);
+* ``numpy reference, 2048 pts``: the same work with the NumPy reference samplers (baseline).
+
+Usage: ``python benchmarks/bench_loader.py [--data CONVERTED_DIR] [--runs 5] [--passes 2]``. Without ``--data``
+the ../shared/data/coco val2017 sample is converted into a temporary directory first. The reference loader
+measured 12.1 ms per image on this kind of machine (../shared/reference/benchmarks.md); target <= 4 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flip_core.data.collate import collate_images  # noqa: E402
+from flip_core.data.dataset import FlipTrainDataset  # noqa: E402
+from flip_core.data.sampler import MixturePlan, RankStream  # noqa: E402
+from flip_core.env import apply_local_defaults  # noqa: E402
+from flip_core.train.config import DataConfig  # noqa: E402
+from flip_core.train.data_setup import open_training_data  # noqa: E402
+
+PATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+def convert_sample(out: Path) -> Path:
+    from datasets_spec.coco import CocoSpec
+    from flip_core.convert import convert_dataset
+
+    coco = REPO.parent / "shared" / "data" / "coco"
+    convert_dataset(CocoSpec(images=coco / "val2017", annotations=coco / "annotations" / "instances_val2017.json"),
+                    out, shard_size=8, num_workers=2, progress=False)
+    return out
+
+
+def ms_per_image(data_dir: Path, *, backend: str, dynamic: bool, passes: int, images_per_batch: int = 4) -> float:
+    data = DataConfig(manifests=(str(data_dir),), backend=backend, dynamic_sampling=dynamic, loader_workers=0,
+                      images_per_batch=images_per_batch)
+    indexes = open_training_data(data, verify=False)
+    dataset = FlipTrainDataset(indexes, data, PATCH_SIZES, seed=0)
+    n = passes * indexes[0].num_images // images_per_batch * images_per_batch
+    batches = RankStream(MixturePlan(sizes=(indexes[0].num_images,), weights=(None,), seed=0), rank=0,
+                         world_size=1).batches(images_per_batch)
+    collate_images([dataset[k] for k in next(batches)])  # warm-up: open shards, import kernels
+    t0 = time.perf_counter()
+    for _ in range(n // images_per_batch):
+        collate_images([dataset[k] for k in next(batches)])
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="converted dataset directory")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per row (median reported)")
+    parser.add_argument("--passes", type=int, default=2, help="passes over the images per run")
+    args = parser.parse_args(argv)
+    apply_local_defaults()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data or convert_sample(Path(tmp) / "coco")
+        rows = [("cython, 2048 pts", "cython", False), ("cython, dynamic pool", "cython", True),
+                ("numpy reference, 2048 pts", "numpy", False)]
+        results = {}
+        for label, backend, dynamic in rows:
+            runs = [ms_per_image(data_dir, backend=backend, dynamic=dynamic, passes=args.passes)
+                    for _ in range(args.runs)]
+            results[label] = (statistics.median(runs), min(runs), max(runs))
+    base = results["numpy reference, 2048 pts"][0]
+    print(f"| loader (1 process, 1 thread, 4 prompts/image) | median ms/image | min | max | vs NumPy reference |")
+    print("|---|---|---|---|---|")
+    for label, (med, lo, hi) in results.items():
+        print(f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} | {base / med:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

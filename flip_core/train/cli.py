@@ -56,6 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--deepspeed-config", default=None, metavar="FILE", help="DeepSpeed JSON config")
     g.add_argument("--zero", type=int, choices=(0, 1, 2), default=0, help="shipped config zero{N}.json (default 0)")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard with the local Ray")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its latest checkpoint")
     p.add_argument("--seed", type=int, default=1234, help="seed of model init, sampling and augmentation")
     p.add_argument("--images-per-batch", type=int, default=2,
@@ -73,6 +74,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-dynamic-sampling", action="store_true", help="fixed per-group mask-point counts")
     p.add_argument("--convention", choices=("exact", "reference"), default="exact",
                    help="frame N->P/M position convention (reference: per-axis sigma scaling, spec 2.5)")
+    p.add_argument("--verify", choices=("sha256", "exists"), default="sha256",
+                   help="shard check before training (sha256 of every shard, or existence only for huge sets)")
     p.add_argument("--backend", choices=("cython", "numpy"), default="cython", help="sampling kernels")
     p.set_defaults(func=run)
     return p
@@ -87,14 +90,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       images_per_batch=args.images_per_batch, loader_workers=args.loader_workers,
                       mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
                       dynamic_sampling=not args.no_dynamic_sampling, convention=args.convention,
-                      backend=args.backend)
+                      backend=args.backend, verify=args.verify)
     return TrainConfig(model=args.model, data=data, run_dir=str(Path(args.out).resolve()), steps=args.steps,
                        seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
                        gradient_accumulation_steps=args.grad_accum, num_workers=args.num_workers,
                        cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu, ray_address=args.ray_address,
                        deepspeed_config=str(Path(ds_config).resolve()), checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, resume=args.resume,
-                       max_failures=args.max_failures)
+                       max_failures=args.max_failures, dashboard=args.dashboard)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,8 @@ class DataConfig:
     """Frame N -> P/M convention for positions ("exact" or "reference", see flip_core.gaussian)."""
     backend: str = "cython"
     """Sampling kernels: "cython" (compiled cython_ops) or "numpy" (cython_ops.reference)."""
+    verify: str = "sha256"
+    """Shard check before training: "sha256" (every file against index.json) or "exists" (cheap, for huge sets)."""
 
     def __post_init__(self) -> None:
         if not self.manifests:
@@ -73,6 +75,8 @@ class DataConfig:
             raise ValueError("loader_workers must be >= 0 and prefetch_factor >= 1")
         if self.convention not in ("exact", "reference"):
             raise ValueError(f"convention must be 'exact' or 'reference', got {self.convention!r}")
+        if self.verify not in ("sha256", "exists"):
+            raise ValueError(f"verify must be 'sha256' or 'exists', got {self.verify!r}")
         if self.backend not in ("cython", "numpy"):
             raise ValueError(f"backend must be 'cython' or 'numpy', got {self.backend!r}")
 
@@ -126,6 +130,8 @@ class TrainConfig:
     """One progress log line every N steps."""
     resume: bool = False
     """Continue from the latest checkpoint in ``run_dir`` (error when there is none)."""
+    dashboard: bool = False
+    """Start the Ray dashboard with the local Ray (127.0.0.1:8265 by default; metrics appear there)."""
     max_failures: int = 1
     """Worker-group restarts from the last checkpoint (Ray Train FailureConfig)."""
     fail_at_step: int | None = None

@@ -123,8 +123,8 @@ def _result(config: TrainConfig, start_step: int, wall: float) -> TrainResult:
         best_checkpoint=str(best) if best.is_file() else None, rejects=rejects)
 
 
-def start_local_ray(num_cpus: int) -> str:
-    """Start a private local Ray (no dashboard) whose tasks and actors all know its address; returns it.
+def start_local_ray(num_cpus: int, dashboard: bool = False) -> str:
+    """Start a private local Ray (dashboard optional) whose tasks and actors all know its address; returns it.
 
     Ray Train's helper actors (e.g. its ``PlacementGroupCleaner``) look the cluster up by scanning for GCS
     processes when ``RAY_ADDRESS`` is unset, and fail with "Found multiple active Ray instances" on a machine that
@@ -141,7 +141,7 @@ def start_local_ray(num_cpus: int) -> str:
     previous = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = address.rsplit(":", 1)[1]
     try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
                  runtime_env={"env_vars": {"RAY_ADDRESS": address}})
     finally:
         if previous is None:
@@ -173,7 +173,7 @@ def train(config: TrainConfig) -> TrainResult:
     if started_ray and config.ray_address:
         ray.init(address=config.ray_address)
     elif started_ray:
-        start_local_ray(config.num_workers * config.cpus_per_worker)
+        start_local_ray(config.num_workers * config.cpus_per_worker, config.dashboard)
     try:
         _trainer(config, resume_from).fit()
     finally:

@@ -16,6 +16,7 @@ Checkpoints every ``checkpoint_every`` steps and at the end: each rank writes ``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -47,6 +48,12 @@ class StepRunner:
         self.engine, self.loader, self.dynamic = engine, loader, dynamic
         self.pool_layout, self.accumulation = pool_layout, accumulation
 
+    def _autocast(self):
+        """bf16 autocast when the engine runs bf16 (GPU): the model feeds fp32 patch values into bf16 weights."""
+        if self.engine.bfloat16_enabled():
+            return torch.autocast(device_type=self.engine.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step(self) -> dict:
         """Train one step; returns this rank's raw sums (loss, IoU, group IoUs, samples, tokens, redraws)."""
         from flip_core.model import mask_loss, sampled_point_iou
@@ -57,7 +64,8 @@ class StepRunner:
             collated = next(self.loader)
             counts_used = self.dynamic.counts
             batch = to_flip_batch(collated, self.pool_layout, counts_used).to(self.engine.device)
-            logits = self.engine(batch)
+            with self._autocast():
+                logits = self.engine(batch)
             loss = mask_loss(logits.float(), batch.targets)
             self.engine.backward(loss)
             self.engine.step()

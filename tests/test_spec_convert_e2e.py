@@ -199,6 +199,9 @@ def test_flip_convert_cli(tmp_path, local_ray, capsys):
     assert open_dataset(tmp_path / "g").manifest.num_rows == 15
     (tmp_path / "sa").mkdir()
     _sa1b(tmp_path / "sa")
-    # A bucketing spec refuses to be converted whole (the generic CLI does not dispatch buckets yet).
-    assert main(["convert", "sa1b", "--root", str(tmp_path / "sa"), "--out", str(tmp_path / "s"), "--bucketing"]) == 2
+    # --bucketing converts one dataset per resolution bucket into OUT/<H>x<W>/.
+    assert main(["convert", "sa1b", "--root", str(tmp_path / "sa"), "--out", str(tmp_path / "b"), "--bucketing",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["352x352", "352x544"]
+    assert open_dataset(tmp_path / "b" / "352x544").name == "sa1b-352x544"
     assert main(["convert", "sa1b", "--root", str(tmp_path / "sa"), "--out", str(tmp_path / "s"), "--no-progress"]) == 0

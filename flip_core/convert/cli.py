@@ -96,14 +96,24 @@ def run(args: argparse.Namespace) -> int:
     apply_local_defaults()
     try:
         spec = args.spec_module.from_cli_args(args)
-        summary = convert_dataset(
-            spec, args.out, shard_size=args.shard_size, num_workers=args.num_workers, ray_address=args.ray_address,
-            overwrite=args.overwrite, progress=not args.no_progress, max_pixels=args.max_pixels,
+        # A bucketing spec (SA-1B, spec 1.4) is converted as one dataset per resolution bucket, in OUT/<bucket>/.
+        targets = (
+            {key: (sub, args.out / key) for key, sub in spec.buckets().items()}
+            if getattr(spec, "bucketing", False) else {"": (spec, args.out)}
         )
+        summaries = {}
+        for key, (sub_spec, out_dir) in targets.items():
+            summaries[key] = convert_dataset(
+                sub_spec, out_dir, shard_size=args.shard_size, num_workers=args.num_workers,
+                ray_address=args.ray_address, overwrite=args.overwrite, progress=not args.no_progress,
+                max_pixels=args.max_pixels,
+            )
+            print(format_summary(summaries[key]))
     except (SpecError, ValueError) as exc:
         print(f"flip convert {args.format}: error: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
     if args.summary_json is not None:
-        args.summary_json.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True) + "\n")
+        payload = {key or "all": s.to_dict() for key, s in summaries.items()}
+        payload = payload["all"] if list(payload) == ["all"] else payload
+        args.summary_json.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return 0

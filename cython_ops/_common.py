@@ -122,6 +122,8 @@ def check_mask(mask) -> np.ndarray:
         raise ValueError(f"mask must have shape (H, W) with H, W >= 2, got {mask.shape}")
     if not mask.flags.c_contiguous:
         raise ValueError("mask must be C-contiguous; pass np.ascontiguousarray(mask)")
+    if mask.size >= 2**31:
+        raise ValueError(f"mask must have fewer than 2**31 pixels (the kernel indexes them with int32), got {mask.shape}")
     return mask.view(np.uint8)
 
 

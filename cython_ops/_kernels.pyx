@@ -186,6 +186,8 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
     for r in range(nres):  # a box of size p covers at most (p // cell + 2)^2 cells
         span = sizes[r] // cell + 2
         entries += <int64_t>quota[r] * span * span
+    if entries >= 2147483647:  # list entries are indexed with int32
+        return -1
     hbuf = <float*>malloc(<int64_t>(pmax + 1) * 3 * pmax * sizeof(float))
     if hbuf == NULL:
         return -1

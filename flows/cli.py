@@ -153,6 +153,8 @@ def run_main(args: argparse.Namespace) -> int:
 
     apply_local_defaults(use_gpu=args.use_gpu)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", EXTRA_LOGGERS)
+    # The ephemeral server migrates a fresh SQLite DB first; Prefect's 20 s default is too short on a busy 2-core box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise
     from pydantic import ValidationError
 

@@ -132,3 +132,16 @@ def test_flip_run_bad_input_exits_2_quickly(tmp_path, capsys):
     assert flip_main(["run", "--out", str(tmp_path), "--eval-on", "coco"]) == 2
     assert "unknown source" in capsys.readouterr().err
     assert time.perf_counter() - t0 < 15
+
+
+def test_convert_and_train_script_is_flip_run():
+    """`ray submit cluster/gpu-cluster.yaml flows/convert_and_train.py -- ARGS` runs this file as a script."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "flows" / "convert_and_train.py"), "--help"],
+                            capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: flip run") and "--ray-address" in result.stdout

@@ -140,7 +140,8 @@ def test_flip_run_no_arguments_on_procedural_default(tmp_path, prefect_home):
     assert f"shards (procedural): {out / 'shards' / 'procedural'}" in result.stdout
     assert f"report:        {out / 'eval' / 'report'}" in result.stdout
     assert_outputs(out, "procedural")
-    assert wall < 300, f"flip run took {wall:.0f} s"
+    # Under 5 min on an idle 2-core machine (BENCHMARKS.md); the bound here leaves room for a shared CI box.
+    assert wall < 540, f"flip run took {wall:.0f} s"
 
 
 # ---- Prefect server + process worker + deployments ------------------------------------------------------------
@@ -228,19 +229,29 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
 # ---- ray job submit to a ray start --head on 127.0.0.1 -------------------------------------------------------
 
 def test_ray_job_submit_flip_run_on_real_coco(tmp_path, prefect_home):
-    gcs, dash = free_port(), free_port()
+    ports: set[int] = set()
+    while len(ports) < 7:  # every port the head binds: others' clusters use the defaults (6379, 8265, 52365, ...)
+        ports.add(free_port())
+    gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics = sorted(ports)
     temp_dir = tempfile.mkdtemp(prefix="flip-ray-", dir="/tmp")  # short: Ray's socket paths are length-limited
     env = base_env(prefect_home)
     log = tmp_path / "ray-head.log"
     out = tmp_path / "out"
     head = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
     with background(head, env, log) as proc:
         wait_http(f"http://127.0.0.1:{dash}/api/version", proc, log)
-        job = run([str(VENV_BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
-                   sys.executable, "-m", "flip_core.cli", "run", "--out", str(out), *coco_args(), *QUICK,
-                   "--num-workers", "2"], env, 600, check=False)
+        submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+                  sys.executable, "-m", "flip_core.cli", "run", "--out", str(out), *coco_args(), *QUICK,
+                  "--num-workers", "2"]
+        for _ in range(60):  # the dashboard answers before the head's job agent has registered
+            job = run(submit, env, 600, check=False)
+            if "No available agent to submit job" not in job.stdout + job.stderr:
+                break
+            time.sleep(2)
         assert job.returncode == 0, f"{job.stdout[-6000:]}\n{job.stderr[-3000:]}"
         assert "succeeded" in job.stdout and f"127.0.0.1:{gcs}" in job.stdout  # the driver joined this cluster
     assert f"shards (coco): {out / 'shards' / 'coco'}" in job.stdout

@@ -142,14 +142,15 @@ def check_position(position) -> np.ndarray:
         raise ValueError(f"position must be 6 real numbers [mu_x, mu_y, sigma_x, sigma_y, rot_a, rot_b]: {exc}") from None
     if pos.shape != (6,):
         raise ValueError(f"position must have shape (6,) [mu_x, mu_y, sigma_x, sigma_y, rot_a, rot_b], got {pos.shape}")
-    if not np.all(np.isfinite(pos)):
+    mu_x, mu_y, s_x, s_y, a, b = pos.tolist()
+    if not all(map(math.isfinite, (mu_x, mu_y, s_x, s_y, a, b))):
         raise ValueError(f"position must be finite (no NaN/inf), got {pos.tolist()}")
-    if np.any(np.abs(pos[:2]) > _POS_LIMIT):
-        raise ValueError(f"position mu must satisfy |mu| <= {_POS_LIMIT:g} (frame N), got {pos[:2].tolist()}")
-    if not (0 < pos[2] <= _POS_LIMIT and 0 < pos[3] <= _POS_LIMIT):
-        raise ValueError(f"position sigmas must be in (0, {_POS_LIMIT:g}] (frame N), got {pos[2:4].tolist()}")
-    if math.hypot(pos[4], pos[5]) < 1e-6:
-        raise ValueError(f"position (rot_a, rot_b) must be a non-zero direction vector, got {pos[4:].tolist()}")
+    if abs(mu_x) > _POS_LIMIT or abs(mu_y) > _POS_LIMIT:
+        raise ValueError(f"position mu must satisfy |mu| <= {_POS_LIMIT:g} (frame N), got {[mu_x, mu_y]}")
+    if not (0 < s_x <= _POS_LIMIT and 0 < s_y <= _POS_LIMIT):
+        raise ValueError(f"position sigmas must be in (0, {_POS_LIMIT:g}] (frame N), got {[s_x, s_y]}")
+    if math.hypot(a, b) < 1e-6:
+        raise ValueError(f"position (rot_a, rot_b) must be a non-zero direction vector, got {[a, b]}")
     return pos
 
 
@@ -175,6 +176,9 @@ def check_patch_sizes(patch_sizes) -> tuple[int, ...]:
         raise ValueError(f"patch_sizes must be {accepted}, got {patch_sizes!r}") from None
     sizes = []
     for p in raw:
+        if type(p) is int and 1 <= p <= MAX_PATCH_SIZE and not p & (p - 1):  # fast path
+            sizes.append(p)
+            continue
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not float(p).is_integer():
             raise ValueError(f"patch_sizes must be {accepted}, got {raw!r}")
         p = int(p)
@@ -254,12 +258,11 @@ def patch_quota(sigma_minor: float, sigma_major: float, coverage: float, num_tok
     return tuple(quota)
 
 
-def _frame_p(position: np.ndarray, width: int, height: int, convention: str) -> np.ndarray:
-    """Frame-P position (float64) with a unit rotation vector."""
-    pos_p = np.asarray(position_n_to_p(position, width, height, convention), dtype=np.float64)
+def _frame_p(position: np.ndarray, width: int, height: int, convention: str) -> list[float]:
+    """Frame-P position (6 Python floats) with a unit rotation vector."""
+    pos_p = position_n_to_p(position, width, height, convention).tolist()
     norm = math.hypot(pos_p[4], pos_p[5])
-    pos_p[4:6] /= norm
-    return pos_p
+    return pos_p[:4] + [pos_p[4] / norm, pos_p[5] / norm]
 
 
 def prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
@@ -278,14 +281,14 @@ def prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold,
         )
     thr, cov = overlap_and_coverage(overlap_threshold, coverage, rng)
     pos_p = _frame_p(pos, width, height, convention)
-    s_minor = float(pos_p[2]) * math.sqrt(2.0)
-    s_major = float(pos_p[3]) * math.sqrt(2.0)
+    s_minor = pos_p[2] * math.sqrt(2.0)
+    s_major = pos_p[3] * math.sqrt(2.0)
     return PatchParams(
         width=width,
         height=height,
-        centre=(float(pos_p[0]), float(pos_p[1])),
+        centre=(pos_p[0], pos_p[1]),
         sigma=(s_minor, s_major),
-        rot=(float(pos_p[4]), float(pos_p[5])),
+        rot=(pos_p[4], pos_p[5]),
         patch_sizes=sizes,
         quota=patch_quota(s_minor, s_major, cov, num_tokens, sizes),
         overlap_threshold=thr,
@@ -321,19 +324,20 @@ def prepare_mask(mask, position, samples_per_group, rng, convention) -> tuple[np
     check_convention(convention)
     height, width = mask.shape
     pos_p = _frame_p(pos, width, height, convention)
-    crop = mask_crop((float(pos_p[0]), float(pos_p[1])), float(max(pos_p[2], pos_p[3])), width, height)
+    crop = mask_crop((pos_p[0], pos_p[1]), max(pos_p[2], pos_p[3]), width, height)
     return mask, MaskParams(width=width, height=height, crop=crop, samples_per_group=spg)
 
 
 def split_patches(params: PatchParams, counts, patches_flat: np.ndarray, coords_flat: np.ndarray) -> PatchSample:
     """Cut the kernels' flat buffers into per-resolution arrays (views) and build the token indices."""
     patches, coords, indices = [], [], []
+    counts = [int(n) for n in counts]
+    all_indices = np.arange(sum(counts), dtype=np.int32)
     p_off = c_off = start = 0
     for p, q, n in zip(params.patch_sizes, params.quota, counts):
-        n = int(n)
         patches.append(patches_flat[p_off:p_off + n * 3 * p * p].reshape(n, 3, p, p))
         coords.append(coords_flat[c_off:c_off + n])
-        indices.append(np.arange(start, start + n, dtype=np.int32))
+        indices.append(all_indices[start:start + n])
         p_off += q * 3 * p * p
         c_off += q
         start += n

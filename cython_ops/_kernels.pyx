@@ -34,7 +34,7 @@ cdef bitgen_t* _bitgen(object rng) except NULL:
 # ---------------------------------------------------------------------------------------------------------------
 
 cdef struct Grid:
-    int cell          # cell edge in px (the largest patch size with a non-zero quota)
+    int cell          # cell edge in px (twice the smallest patch size with a non-zero quota)
     int gw, gh        # grid size in cells
     int32_t* head     # (gw * gh,) first entry of each cell's list, -1 = empty
     int32_t* ent_box  # entry -> box id

@@ -58,3 +58,17 @@ def test_bad_deepspeed_config_files(tmp_path):
 def test_unknown_model_size():
     with pytest.raises(ValueError, match="unknown model size 'huge'; valid: tiny, small, middle, large"):
         TrainConfig(model="huge", data=DataConfig(manifests=("x",)), run_dir="x")
+
+
+def test_deepspeed_optimizer_from_config_replaces_ranger():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    config = {**load_deepspeed_config(DEEPSPEED_CONFIG_DIR / "zero0.json"),
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}}}
+    engine = build_engine(model, _cfg(), config)
+    assert type(engine.optimizer).__name__ == "AdamW"
+    before = model.weight.detach().clone()
+    loss = engine(torch.randn(8, 4)).square().mean()
+    engine.backward(loss)
+    engine.step()
+    assert not torch.equal(before, model.weight)  # AdamW updates from step 1 (Ranger would not)

@@ -25,7 +25,7 @@ from flip_core.train.loop import FAILURE_MARKER
 from flip_core.train.metrics import read_metrics
 from tests.flip_train_data import converted_coco
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 STEPS = 6
 
 

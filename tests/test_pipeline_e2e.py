@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,7 +229,7 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
 
 # ---- ray job submit to a ray start --head on 127.0.0.1 -------------------------------------------------------
 
-def test_ray_job_submit_flip_run_on_real_coco(tmp_path, prefect_home):
+def test_ray_job_submit_flip_run_on_real_coco(tmp_path, prefect_home, request):
     ports: set[int] = set()
     while len(ports) < 7:  # every port the head binds: others' clusters use the defaults (6379, 8265, 52365, ...)
         ports.add(free_port())
@@ -242,6 +243,7 @@ def test_ray_job_submit_flip_run_on_real_coco(tmp_path, prefect_home):
             f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--ray-client-server-port={client}",
             f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
             f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
+    request.addfinalizer(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
     with background(head, env, log) as proc:
         wait_http(f"http://127.0.0.1:{dash}/api/version", proc, log)
         submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",

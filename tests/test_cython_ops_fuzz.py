@@ -182,14 +182,15 @@ def test_fuzz_sample_mask_targets(h, w, density, position, spg, as_bool, seed):
 # --------------------------------------------------------------------------------------------------------------
 
 def _long_call():
-    """One kernel call of ~0.1-0.5 s: many 1-px patches with a huge overlap threshold (no early exit)."""
+    """One kernel call of ~0.2-0.5 s: many 1-px patches with a huge overlap threshold (no early exit)."""
     image = np.zeros((1200, 1200, 3), np.uint8)
     position = np.array([0, 0, 0.3, 0.3, 0, 1], np.float32)
-    sample_patches(image, position, 200_000, (1,), 1e12, 10.0, np.random.default_rng(0))
+    sample_patches(image, position, 400_000, (1,), 1e12, 10.0, np.random.default_rng(0))
 
 
 def test_kernel_releases_the_gil():
-    """While one thread is inside the kernel, a pure-Python thread keeps running (it could not with the GIL held)."""
+    """While one thread is inside the kernel, a pure-Python thread keeps running (it could not with the GIL held:
+    the kernel has no switch points)."""
     done = threading.Event()
     ticks = []
 
@@ -198,18 +199,18 @@ def test_kernel_releases_the_gil():
             ticks.append(time.perf_counter())
 
     worker = threading.Thread(target=python_loop)
-    t0 = time.perf_counter()
     worker.start()
     try:
+        t0 = time.perf_counter()
         _long_call()
-    finally:
         t1 = time.perf_counter()
+    finally:
         done.set()
         worker.join()
-    inside = [t for t in ticks if t0 < t < t1]
-    # with the GIL held the Python thread would stall for the whole call (no switch points inside the kernel)
-    gaps = np.diff([t0, *inside, t1])
-    assert gaps.max() < 0.5 * (t1 - t0), f"python thread stalled {gaps.max():.3f}s of a {t1 - t0:.3f}s call"
+    # the middle 60 % of the call is kernel time (validation and allocation are a few ms at the start)
+    lo, hi = t0 + 0.2 * (t1 - t0), t1 - 0.2 * (t1 - t0)
+    inside = [t for t in ticks if lo < t < hi]
+    assert len(inside) > 10, f"python thread made {len(inside)} steps during {hi - lo:.3f}s of kernel time"
 
 
 def test_two_threads_scale():

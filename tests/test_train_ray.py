@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +147,11 @@ def test_bad_run_directories_and_inputs(coco, uninterrupted, tmp_path):
     with pytest.raises(ValueError, match="bad.json is not valid JSON"):
         train(_config(coco, tmp_path / "x").replace(deepspeed_config=str(bad)))
     assert not (tmp_path / "x").exists()  # nothing written before the inputs check out
+    broken = tmp_path / "broken"
+    shutil.copytree(coco, broken)
+    shard = sorted(broken.glob("shard-*.h5"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    cfg = _config(coco, tmp_path / "y")
+    with pytest.raises(ValueError, match=f"{shard.name}: sha256 differs"):
+        train(cfg.replace(data=DataConfig(manifests=(str(broken),))))
+    assert not (tmp_path / "y").exists()

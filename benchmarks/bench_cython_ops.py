@@ -3,8 +3,9 @@
 Example (spec 8): random 640x480 RGB image, 90x35 px ellipse mask at 30 degrees, position from its moments
 (frame N), 512 tokens, patch sizes 1/2/4/8/16, thr 2.67 / coverage 1.44 (and the training mode with random
 thr/coverage), 2048 mask targets with the default group sizes. Each row is the median (and p10/p90) of ``--iters``
-calls after ``--warmup`` calls, wall clock and thread CPU time; the ratio is NumPy median / Cython median (wall). Times include the Python wrappers
-(validation, frame conversion), i.e. what a data loader pays per call. Single-threaded.
+calls after ``--warmup`` calls, wall clock and thread CPU time; the ratio is NumPy median / Cython median (wall).
+Times include the Python wrappers (validation, frame conversion), i.e. what a data loader pays per call.
+Single-threaded.
 
     .venv/bin/python benchmarks/bench_cython_ops.py --iters 1000
 """

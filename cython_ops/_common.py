@@ -102,7 +102,8 @@ def check_convention(convention) -> str:
 def check_image(image) -> tuple[int, int]:
     """Validate an (H, W, 3) uint8 C-contiguous image; return (H, W)."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy.ndarray of shape (H, W, 3) and dtype uint8, got {type(image).__name__}")
+        raise ValueError(
+            f"image must be a numpy.ndarray of shape (H, W, 3) and dtype uint8, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"image must have dtype uint8, got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -115,7 +116,8 @@ def check_image(image) -> tuple[int, int]:
 def check_mask(mask) -> np.ndarray:
     """Validate an (H, W) uint8/bool C-contiguous mask; return a uint8 view (area: :func:`check_mask_area`)."""
     if not isinstance(mask, np.ndarray):
-        raise ValueError(f"mask must be a numpy.ndarray of shape (H, W) and dtype uint8 or bool, got {type(mask).__name__}")
+        raise ValueError(
+            f"mask must be a numpy.ndarray of shape (H, W) and dtype uint8 or bool, got {type(mask).__name__}")
     if mask.dtype not in (np.uint8, np.bool_):
         raise ValueError(f"mask must have dtype uint8 or bool, got {mask.dtype}")
     if mask.ndim != 2 or mask.shape[0] < 2 or mask.shape[1] < 2:
@@ -123,7 +125,8 @@ def check_mask(mask) -> np.ndarray:
     if not mask.flags.c_contiguous:
         raise ValueError("mask must be C-contiguous; pass np.ascontiguousarray(mask)")
     if mask.size >= 2**31:
-        raise ValueError(f"mask must have fewer than 2**31 pixels (the kernel indexes them with int32), got {mask.shape}")
+        raise ValueError(
+            f"mask must have fewer than 2**31 pixels (the kernel indexes them with int32), got {mask.shape}")
     return mask.view(np.uint8)
 
 
@@ -139,7 +142,8 @@ def check_position(position) -> np.ndarray:
     try:
         pos = np.asarray(position, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"position must be 6 real numbers [mu_x, mu_y, sigma_x, sigma_y, rot_a, rot_b]: {exc}") from None
+        raise ValueError(
+            f"position must be 6 real numbers [mu_x, mu_y, sigma_x, sigma_y, rot_a, rot_b]: {exc}") from None
     if pos.shape != (6,):
         raise ValueError(f"position must have shape (6,) [mu_x, mu_y, sigma_x, sigma_y, rot_a, rot_b], got {pos.shape}")
     mu_x, mu_y, s_x, s_y, a, b = pos.tolist()
@@ -169,7 +173,8 @@ def check_num_tokens(num_tokens) -> int:
 
 def check_patch_sizes(patch_sizes) -> tuple[int, ...]:
     """Validate strictly increasing powers of two in ``[1, MAX_PATCH_SIZE]`` (ints or integral floats)."""
-    accepted = f"a non-empty, strictly increasing sequence of powers of two in [1, {MAX_PATCH_SIZE}], e.g. (1, 2, 4, 8, 16)"
+    accepted = (f"a non-empty, strictly increasing sequence of powers of two in [1, {MAX_PATCH_SIZE}], "
+                "e.g. (1, 2, 4, 8, 16)")
     try:
         raw = list(patch_sizes)
     except TypeError:

@@ -185,7 +185,8 @@ def test_mask_targets_groups_and_labels(example):
     pix = np.floor(xy + 0.5).astype(int)  # jitter is within +-0.5 px of the pixel centre
     assert np.all(np.abs(xy - pix) <= 0.5 + 1e-4)
     assert np.array_equal(mask[pix[:, 1], pix[:, 0]], labels)
-    dist = reference.boundary_distance(mask != 0)  # exact (checked below); crop border is far from the ellipse here, so the full-mask distance is the same
+    # exact (checked below); the crop border is far from the ellipse here, so the full-mask distance is the same
+    dist = reference.boundary_distance(mask != 0)
     ends = [2, 4, 8, 16, 32, 64, 10**9]
     start = 0
     for g, n in enumerate(DEFAULT_SAMPLES_PER_GROUP):

@@ -97,8 +97,9 @@ def sample_patches(image: np.ndarray, position, num_tokens: int, patch_sizes, ov
     stamp); the NumPy reference checks every placed box directly. The result does not depend on the cell size. The
     reference hash shares one ``next`` pointer between the lists of all cells a box covers, so it skips some boxes and
     counts others several times; it places about half as many 16 px patches (spec example: [0, 0, 234, 223, ~30]
-    against our [0, 0, 234, 223, 55]). The reference's 256-point Gaussian buffer (16 of every 256 draws discarded) and its
-    ziggurat RNG are not reproduced: every draw comes from ``rng`` (see :mod:`cython_ops.reference` for the order).
+    against our [0, 0, 234, 223, 55]). The reference's 256-point Gaussian buffer (16 of every 256 draws discarded)
+    and its ziggurat RNG are not reproduced: every draw comes from ``rng`` (see :mod:`cython_ops.reference` for the
+    order).
 
     Args:
         image: (H, W, 3) uint8 RGB, C-contiguous; ``H, W >= max(patch_sizes) + 2``.

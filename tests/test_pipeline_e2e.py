@@ -169,8 +169,10 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
     coco = coco_args()
     out = tmp_path / "out"
     log = tmp_path / "server.log"
+    t0 = time.monotonic()
     with background([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log) as server:
         wait_http(f"http://127.0.0.1:{port}/api/health", server, log)
+        print(f"server healthy after {time.monotonic() - t0:.0f} s")
         for pool in ("flip-local", "flip-gpu"):
             run([prefect, "work-pool", "create", pool, "--type", "process"], env)
         deployed = run([prefect, "--no-prompt", "deploy", "--all"], env)
@@ -186,7 +188,9 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
                          "--param", f"sources={json.dumps([source])}", "--param", f"out_dir={out}",
                          "--param", 'training={"steps": 2}', "--param", 'evaluation={"max_instances": 8}'], env)
         pipeline_id = _flow_run_id(submitted.stdout)
+        print(f"pipeline submitted after {time.monotonic() - t0:.0f} s")
         run([prefect, "worker", "start", "--pool", "flip-local", "--type", "process", "--run-once"], env, 600)
+        print(f"pipeline run done after {time.monotonic() - t0:.0f} s")
         with _api(env) as client:
             pipeline = client.read_flow_run(pipeline_id)
             assert pipeline.state.is_completed(), pipeline.state.message
@@ -209,6 +213,7 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
                          "--param", 'params={"max_instances": 8}'], env)
         evaluate_id = _flow_run_id(submitted.stdout)
         run([prefect, "worker", "start", "--pool", "flip-local", "--type", "process", "--run-once"], env, 600)
+        print(f"evaluation run done after {time.monotonic() - t0:.0f} s")
         with _api(env) as client:
             evaluation = client.read_flow_run(evaluate_id)
             assert evaluation.state.is_completed(), evaluation.state.message

@@ -15,7 +15,8 @@ instances/s.
 
 Part 2 (fan-out): ``plan_tasks`` + ``execute_tasks`` (one Ray task per shard, FLIP protocol, box mode,
 ``--fanout-instances`` instances spread over the shards) with 1 and with 2 workers on one local Ray instance started
-once (start-up excluded); fresh output directory per run. Reported: median wall time of each and the ratio (speed-up
+once (start-up excluded, one untimed warm-up round so both worker processes have imported torch and the model);
+fresh output directory per run. Reported: median wall time of each and the ratio (speed-up
 of 2 workers over 1).
 """
 
@@ -83,7 +84,7 @@ def fanout(data: Path, ckpt: Path, repeats: int, instances: int) -> dict[int, fl
     walls: dict[int, list[float]] = {1: [], 2: []}
     try:
         tag, sha = checkpoint_tag(str(ckpt))
-        for r in range(repeats):
+        for r in range(-1, repeats):  # round -1 is an untimed warm-up (imports torch/model in both Ray workers)
             for workers in (1, 2):
                 with tempfile.TemporaryDirectory() as out:
                     cfg = EvalConfig(checkpoints=(str(ckpt),), data=(str(data),), out_dir=out, protocols=("flip",),
@@ -91,8 +92,11 @@ def fanout(data: Path, ckpt: Path, repeats: int, instances: int) -> dict[int, fl
                     tasks, _ = plan_tasks(cfg, find_datasets(cfg), [(tag, str(ckpt), sha)], {})
                     t0 = time.perf_counter()
                     execute_tasks(tasks, cfg)
-                    walls[workers].append(time.perf_counter() - t0)
-                    print(f"  run {r} workers={workers}: {walls[workers][-1]:.2f} s")
+                    wall = time.perf_counter() - t0
+                    if r < 0:
+                        continue
+                    walls[workers].append(wall)
+                    print(f"  run {r} workers={workers}: {wall:.2f} s")
     finally:
         ray.shutdown()
     return {w: statistics.median(v) for w, v in walls.items()}

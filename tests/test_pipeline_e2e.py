@@ -28,6 +28,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT, shared_path
 
+pytestmark = pytest.mark.slow  # minutes each on 2 cores (real Prefect server, Ray head, Ray Train + DeepSpeed)
+
 VENV_BIN = Path(sys.executable).parent
 QUICK = ["--steps", "2", "--eval-instances", "8"]
 

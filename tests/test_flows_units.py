@@ -145,3 +145,25 @@ def test_convert_and_train_script_is_flip_run():
                             capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: flip run") and "--ray-address" in result.stdout
+
+
+def test_flip_run_options_become_typed_flow_parameters(tmp_path):
+    import argparse
+
+    from flows.cli import add_parser, pipeline_parameters
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    images, annotations = tmp_path / "img", tmp_path / "ann.json"
+    images.mkdir()
+    annotations.write_text("{}")
+    args = parser.parse_args(["run", "--out", str(tmp_path / "o"), "--coco-images", str(images),
+                              "--coco-annotations", str(annotations), "--source", f"grabcut --root {tmp_path}",
+                              "--eval-on", "grabcut", "--steps", "3", "--eval-instances", "0"])
+    params = pipeline_parameters(args)
+    assert [(s.format, s.use) for s in params["sources"]] == [("coco", "train"), ("grabcut", "both")]
+    assert params["training"].steps == 3 and params["evaluation"].max_instances is None
+    assert params["out_dir"] == str((tmp_path / "o").resolve())
+    default = pipeline_parameters(parser.parse_args(["run", "--out", str(tmp_path / "d")]))
+    (source,) = default["sources"]
+    assert source.format == "procedural" and source.root == str(tmp_path / "d" / "procedural-data")

@@ -213,7 +213,7 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def make_spec(root: Path, config: ProceduralConfig | None = None):
-    """Generate (or reuse) the scenes under ``root``; return the COCO spec reading them (dataset name ``procedural``)."""
+    """Generate (or reuse) the scenes under ``root``; return the COCO spec reading them (dataset ``procedural``)."""
     from datasets_spec import coco
 
     images_dir, ann_path = generate(root, config or ProceduralConfig())

@@ -31,7 +31,8 @@ def build_train_config(data: list[str], run_dir: str, params: TrainParams, ray_a
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(params.overrides) - data_fields - train_fields)
     if unknown:
-        raise ValueError(f"unknown training override(s) {unknown}; valid: {sorted((data_fields | train_fields) - {'data', 'manifests'})}")
+        valid = sorted((data_fields | train_fields) - {"data", "manifests"})
+        raise ValueError(f"unknown training override(s) {unknown}; valid: {valid}")
     data_over = {k: v for k, v in params.overrides.items() if k in data_fields}
     train_over = {k: v for k, v in params.overrides.items() if k in train_fields}
     extra = {"deepspeed_config": params.deepspeed_config} if params.deepspeed_config else {}
@@ -63,14 +64,14 @@ def train(data: list[str], run_dir: str = "flip-runs/default/train", params: Tra
     Returns:
         The latest FLIP checkpoint (``RUN_DIR/checkpoints/latest.ckpt``).
     """
+    from flip_core.train.metrics import read_metrics
+
     missing = [d for d in data if not Path(d).exists()]
     if missing:
         raise FileNotFoundError(f"training data not found: {missing} (convert it first: flow `convert`)")
     with ray_runtime(ray_address) as where:
         get_run_logger().info("Ray: %s", where)
         result = train_task(data, run_dir, params, None)  # None: use the flow's Ray connection
-    from flip_core.train.metrics import read_metrics
-
     checkpoints = {"latest": result.latest_checkpoint, "best": result.best_checkpoint}
     records = read_metrics(Path(result.metrics_path))
     publish("training-summary", training_markdown(records, checkpoints, Path(run_dir),

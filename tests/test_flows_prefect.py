@@ -115,7 +115,8 @@ def test_bad_options_fail_at_once_without_retry(tmp_path, monkeypatch, prefect_a
     from flows.params import DataSource
 
     monkeypatch.setitem(SPECS, "flaky", __name__)
-    source = DataSource(format="flaky", root=str(tmp_path), options={"attempts-file": str(tmp_path / "n"), "no-such-option": 1})
+    options = {"attempts-file": str(tmp_path / "n"), "no-such-option": 1}
+    source = DataSource(format="flaky", root=str(tmp_path), options=options)
     state = convert([source], str(tmp_path / "shards"), return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match="unrecognized arguments: --no-such-option"):

@@ -185,6 +185,11 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
                     check=False)
         assert bogus.returncode != 0 and "'trainig'" in bogus.stdout + bogus.stderr
 
+        missing = {"format": "coco", "images": str(tmp_path / "no-such-dir"), "annotations": coco[3]}
+        submitted = run([prefect, "deployment", "run", "convert-and-train/local",
+                         "--param", f"sources={json.dumps([missing])}"], env)
+        missing_id = _flow_run_id(submitted.stdout)  # runs (and fails at parameter validation) with the pipeline
+
         source = {"format": "coco", "images": coco[1], "annotations": coco[3]}
         submitted = run([prefect, "deployment", "run", "convert-and-train/local",
                          "--param", f"sources={json.dumps([source])}", "--param", f"out_dir={out}",
@@ -196,6 +201,8 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
         with _api(env) as client:
             pipeline = client.read_flow_run(pipeline_id)
             assert pipeline.state.is_completed(), pipeline.state.message
+            failed = client.read_flow_run(missing_id)
+            assert failed.state.is_failed() and "no-such-dir' does not exist" in failed.state.message
             children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pipeline_id])))
             assert sorted(client.read_flow(c.flow_id).name for c in children) == ["convert", "evaluate", "train"]
@@ -229,7 +236,8 @@ def test_prefect_deployments_convert_and_train_then_evaluate_alone(tmp_path, pre
                     any_=[evaluate_id])))
             assert report and "eval-again" in report[0].data
             all_runs = client.read_flow_runs()
-        assert len(all_runs) == 1 + 3 + 1  # the pipeline, its 3 subflows, the lone evaluation: nothing else ran
+        # the failed submission, the pipeline and its 3 subflows, the lone evaluation: nothing else ran
+        assert len(all_runs) == 1 + 1 + 3 + 1
         assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no shard or checkpoint was rewritten
         assert (tmp_path / "eval-again" / "report" / "summary.csv").is_file()
 

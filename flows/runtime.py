@@ -64,15 +64,44 @@ def check_ray_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) ->
     if address in ("auto", "local"):
         return
     host, port = _host_port(address)
+    hint = (f"Start one with `ray start --head --port {port}` (or `ray up cluster/gpu-cluster.yaml`), fix "
+            f"--ray-address, or leave it out to start a local Ray in-process.")
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
-        raise RayUnavailableError(
-            f"Ray cluster at {address!r} does not answer ({host}:{port}: {exc or type(exc).__name__}, "
-            f"timeout {timeout_s:g} s). Start one with `ray start --head --port {port}` (or `ray up "
-            f"cluster/gpu-cluster.yaml`), fix --ray-address, or leave it out to start a local Ray in-process."
-        ) from None
+        raise RayUnavailableError(f"Ray cluster at {address!r} does not answer ({host}:{port}: "
+                                  f"{exc or type(exc).__name__}, timeout {timeout_s:g} s). {hint}") from None
+    if not address.startswith("ray://"):
+        problem = _gcs_problem(f"{host}:{port}", timeout_s)
+        if problem:
+            raise RayUnavailableError(f"{host}:{port} accepts connections but is not a Ray cluster's GCS "
+                                      f"({problem}). {hint}")
+
+
+def _gcs_problem(address: str, timeout_s: float) -> str | None:
+    """None when a Ray GCS answers at ``address`` within ``timeout_s``; else why not.
+
+    Something else listening on the port (or a proxy) would otherwise make ``ray.init`` retry for ~30 s. The probe
+    runs in a daemon thread so a peer that never answers cannot hold the caller past ``timeout_s``.
+    """
+    import threading
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            from ray._raylet import GcsClient
+
+            GcsClient(address=address)  # fetches the cluster id: one RPC to the GCS
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a usable GCS"
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=probe, name="ray-gcs-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
 
 
 @contextlib.contextmanager

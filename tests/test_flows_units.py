@@ -69,6 +69,17 @@ def test_unanswered_ray_address_fails_within_seconds():
         check_ray_address("http://127.0.0.1:8265")
 
 
+def test_a_listener_that_is_not_ray_fails_within_the_timeout():
+    with socket.socket() as listener:  # accepts TCP (backlog) but never speaks
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        t0 = time.perf_counter()
+        with pytest.raises(RayUnavailableError, match="is not a Ray cluster's GCS"):
+            check_ray_address(f"127.0.0.1:{port}", timeout_s=2)
+        assert time.perf_counter() - t0 < 6
+
+
 def test_prefect_server_down_falls_back_explicitly_or_fails(caplog):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -202,10 +202,41 @@ def encode_mask_png(
     return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
+def _decode_own_mask_png(data: bytes) -> np.ndarray | None:
+    """Fast path for the PNGs :func:`encode_mask_png` writes (8-bit grey, one IDAT, filter 0 on every row).
+
+    Returns the (H, W) uint8 pixels, or None for any other PNG layout (the caller then uses Pillow). The loader
+    decodes several masks per image, and Pillow's generic PNG path costs several times this inflate + reshape.
+    """
+    head = 8 + 8 + 13 + 4  # signature, IHDR length+tag, IHDR payload, CRC
+    if len(data) < head + 8 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    (idat_len,) = struct.unpack(">I", data[head : head + 4])
+    if (depth, colour, interlace) != (8, 0, 0) or data[head + 4 : head + 8] != b"IDAT":
+        return None
+    if data[head + 8 + idat_len + 4 + 4 : head + 8 + idat_len + 4 + 8] != b"IEND":
+        return None
+    raw = isal_zlib.decompress(data[head + 8 : head + 8 + idat_len])
+    if len(raw) != height * (width + 1):
+        return None
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, width + 1)
+    if rows[:, 0].any():  # a filtered row: leave it to a full decoder
+        return None
+    return rows[:, 1:]
+
+
 def decode_mask_png(data: bytes) -> np.ndarray:
-    """Decode ``instance_masks`` bytes to an (H, W) bool mask (``> 128`` like the reference loader, spec 1.1)."""
-    with Image.open(io.BytesIO(bytes(data))) as img:
-        arr = np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
+    """Decode ``instance_masks`` bytes to an (H, W) bool mask (``> 128`` like the reference loader, spec 1.1).
+
+    Our own masks take a direct inflate path; any other PNG (e.g. written by the reference converter with OpenCV)
+    is decoded by Pillow.
+    """
+    data = bytes(data)
+    arr = _decode_own_mask_png(data)
+    if arr is None:
+        with Image.open(io.BytesIO(data)) as img:
+            arr = np.asarray(img)
+        if arr.ndim == 3:
+            arr = arr[..., 0]
     return arr > 128

@@ -188,3 +188,15 @@ def test_reader_pickles_before_and_after_use(shard):
 def test_bad_license_rejected():
     with pytest.raises(ValueError, match="license_id 300"):
         ShardImage(image_id=1, file_name="a", jpeg=b"", encoding="x", width=1, height=1, license_id=300)
+
+
+def test_mask_decoder_reads_own_and_foreign_pngs():
+    """Our filter-0 PNGs take the direct inflate path; PNGs from other writers (filtered rows, RGB) go through Pillow."""
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (7, 13), (40, 33)]:
+        mask = rng.random(shape) > 0.5
+        assert np.array_equal(decode_mask_png(encode_mask_png(mask)), mask)
+        for mode, arr in [("L", mask * 255), ("RGB", np.repeat((mask * 255)[..., None], 3, axis=2))]:
+            buf = io.BytesIO()
+            Image.fromarray(arr.astype(np.uint8), mode=mode).save(buf, format="PNG", optimize=True)
+            assert np.array_equal(decode_mask_png(buf.getvalue()), mask)

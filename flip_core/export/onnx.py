@@ -90,6 +90,12 @@ class ExportResult:
     num_queries: int
 
 
+def _check_cpu(model: Flip) -> None:
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"ONNX export and parity run on the CPU; the model is on {device} (call model.cpu())")
+
+
 def _names(model: Flip) -> tuple[list[str], list[str]]:
     sizes = model.config.patch_sizes
     return [f"patches_p{p}" for p in sizes], [f"coords_p{p}" for p in sizes]
@@ -100,10 +106,15 @@ def _encoder_inputs(batch: FlipBatch) -> tuple[torch.Tensor, ...]:
 
 
 def export_onnx(model: Flip, out_dir: str | Path, *, opset: int = 17) -> tuple[Path, Path]:
-    """Write ``flip-encoder.onnx`` and ``flip-predictor.onnx`` into ``out_dir`` (created). Returns both paths."""
+    """Write ``flip-encoder.onnx`` and ``flip-predictor.onnx`` into ``out_dir`` (created). Returns both paths.
+
+    Raises:
+        ValueError: the model is not on the CPU.
+    """
+    _check_cpu(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval().cpu()
+    model = model.eval()
     p_names, c_names = _names(model)
     dummy = synthetic_batch(model.config.patch_sizes, [4 * len(p_names)], [16],
                             generator=torch.Generator().manual_seed(0), with_targets=False)
@@ -141,6 +152,7 @@ def onnx_parity(model: Flip, encoder_path: str | Path, predictor_path: str | Pat
     """
     import onnxruntime as ort
 
+    _check_cpu(model)
     sizes = model.config.patch_sizes
     counts = (list(patch_counts) + [8] * len(sizes))[:len(sizes)]
     gen = torch.Generator().manual_seed(seed)

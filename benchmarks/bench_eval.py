@@ -91,12 +91,13 @@ def fanout(data: Path, ckpt: Path, repeats: int, instances: int) -> dict[int, fl
                                      modes=("box",), baseline=False, num_workers=workers, max_instances=instances)
                     tasks, _ = plan_tasks(cfg, find_datasets(cfg), [(tag, str(ckpt), sha)], {})
                     t0 = time.perf_counter()
-                    execute_tasks(tasks, cfg)
+                    outcomes = execute_tasks(tasks, cfg)
                     wall = time.perf_counter() - t0
+                    per_task = ", ".join(f"{o.shard}:{o.instances}@{o.wall_s:.1f}s" for o in outcomes)
                     if r < 0:
                         continue
                     walls[workers].append(wall)
-                    print(f"  run {r} workers={workers}: {wall:.2f} s")
+                    print(f"  run {r} workers={workers}: {wall:.2f} s  (tasks: {per_task})")
     finally:
         ray.shutdown()
     return {w: statistics.median(v) for w, v in walls.items()}
@@ -132,6 +133,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--fanout-instances", type=int, default=16)
+    p.add_argument("--fanout-only", action="store_true", help="skip part 1")
     p.add_argument("--synthetic", action="store_true", help="synthetic 640x480 data instead of the COCO sample")
     args = p.parse_args()
     apply_local_defaults()
@@ -145,7 +147,7 @@ def main() -> int:
         save_flip_checkpoint(build_flip_model("tiny"), ckpt)
         print(f"CPU cores visible: {os.cpu_count()}; torch {torch.__version__}; data {one}")
         print("Part 1: instances/s per worker (FLIP protocol, 1 torch thread, median of runs)")
-        rates = per_worker(one, args.instances, args.repeats)
+        rates = {} if args.fanout_only else per_worker(one, args.instances, args.repeats)
         print(f"Part 2: fan-out over {args.shards} shards, box mode (median wall of {args.repeats} runs)")
         walls = fanout(many, ckpt, args.repeats, args.fanout_instances)
         print(f"  1 worker {walls[1]:.2f} s, 2 workers {walls[2]:.2f} s, speed-up {walls[1] / walls[2]:.2f}x")

@@ -23,7 +23,7 @@ TIMING = {"total_ms", "preprocess_ms", "model_ms", "postprocess_ms"}
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_data")
     build_dataset(root, "synth_a", shards=2, ignore_band=True, seed=0)
-    build_dataset(root, "synth_b", shards=2, ignore_band=True, seed=1)
+    build_dataset(root, "synth_b", shards=2, ignore_band=False, seed=1)  # no ignore regions
     return root
 
 

@@ -105,10 +105,12 @@ def sources_from_args(args: argparse.Namespace):
         elif name != "procedural" and getattr(args, f"{name}_root", None):
             sources.append(DataSource(format=name, root=getattr(args, f"{name}_root")))
     for text in args.source:
-        format_, *argv = shlex.split(text)
-        sources.append(DataSource.from_argv(format_, argv))
+        tokens = shlex.split(text)
+        if not tokens:
+            raise ValueError("--source needs a format, e.g. --source 'grabcut --root DIR'")
+        sources.append(DataSource.from_argv(tokens[0], tokens[1:]))
     if not sources:
-        sources.append(DataSource(format="procedural", root=str(Path(args.out) / "procedural-data"),
+        sources.append(DataSource(format="procedural", root=str(Path(args.out).resolve() / "procedural-data"),
                                   options={"num-images": args.procedural_images, "seed": args.seed}))
     if args.eval_on:
         unknown = set(args.eval_on) - {s.label for s in sources}

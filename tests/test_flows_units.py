@@ -177,4 +177,4 @@ def test_flip_run_options_become_typed_flow_parameters(tmp_path):
     assert params["out_dir"] == str((tmp_path / "o").resolve())
     default = pipeline_parameters(parser.parse_args(["run", "--out", str(tmp_path / "d")]))
     (source,) = default["sources"]
-    assert source.format == "procedural" and source.root == str(tmp_path / "d" / "procedural-data")
+    assert source.format == "procedural" and source.root == str((tmp_path / "d").resolve() / "procedural-data")

@@ -110,8 +110,8 @@ def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> I
 
     Order: an already-initialised Ray is reused (subflows share their parent's); else ``address``; else the
     ``RAY_ADDRESS`` environment variable (set by Ray for ``ray job submit`` drivers); else a local Ray started
-    in-process on 127.0.0.1 (``address="local"``, ``num_cpus`` CPUs, no dashboard). Ray is shut down on exit only
-    when this block started it.
+    in-process on 127.0.0.1 (``flip_core.train.launch.start_local_ray``: ``num_cpus`` CPUs, default all, no
+    dashboard). Ray is shut down on exit only when this block started it.
 
     Yields:
         A description of the cluster used, for logs (``"local (in-process)"``, the address, or ``"existing"``).
@@ -130,8 +130,11 @@ def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> I
         ray.init(address=address, log_to_driver=True)
         where = address
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
-        where = "local (in-process)"
+        # Pins the GCS port and puts RAY_ADDRESS into the job's runtime env, so Ray Train's helper actors find this
+        # cluster even when other Ray clusters run on the machine (see start_local_ray).
+        from flip_core.train.launch import start_local_ray
+
+        where = f"local (in-process, {start_local_ray(num_cpus or os.cpu_count() or 1)})"
     try:
         yield where
     finally:

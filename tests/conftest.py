@@ -35,3 +35,13 @@ def shared_path(*parts: str) -> Path:
 def shared_data():
     """Callable fixture: ``shared_data("coco", "val2017")`` -> Path, or skip when ../shared is absent."""
     return shared_path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray instance (127.0.0.1, 2 CPUs, no dashboard) for one test module; shut down after it."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 from pycocotools import mask as mask_utils
 
 from datasets_spec.base import SpecError
@@ -25,12 +24,6 @@ from tests.test_gaussian import _reference_moments
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _coco(shared_data, split: str, **kw) -> CocoSpec:

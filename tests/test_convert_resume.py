@@ -10,11 +10,9 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-import ray
 
 from datasets_spec.coco import CocoSpec
 from flip_core.convert import convert_dataset
@@ -36,12 +34,6 @@ SLOW_SPEC = textwrap.dedent(
     """
 )
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

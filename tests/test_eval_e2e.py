@@ -25,20 +25,9 @@ BENCHMARKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from flip_core.env import apply_local_defaults
-
-    apply_local_defaults()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory, ray_local):
+def converted(tmp_path_factory, local_ray):
     from tests.conftest import shared_path
 
     root = tmp_path_factory.mktemp("converted")

@@ -11,18 +11,12 @@ import torch
 from flip_core.cli import main
 from flip_core.export import export_onnx, onnx_parity
 from flip_core.model import build_flip_tiny, save_flip_checkpoint
+from tests.common.models import sharpened_tiny
 
 
 @pytest.fixture(scope="module")
 def sharpened():
-    """FLIP-tiny with residual scales 1 and a larger output layer, so logits are O(1) rather than O(1e-3)."""
-    model = build_flip_tiny(seed=11)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("alpha"):
-                p.fill_(1.0)
-        model.encoder.mask_extractor.to_mask.weight.mul_(30)
-    return model.eval()
+    return sharpened_tiny(seed=11).eval()
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,6 @@ def prefect_api():
         yield
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
 
 def _artifact(key: str, flow_run_id) -> str:
     from prefect.client.orchestration import get_client

@@ -7,8 +7,9 @@ import warnings
 import pytest
 import torch
 
-from flip_core.model import SeqLayout, build_flip_tiny, mask_loss, varlen_attention
+from flip_core.model import SeqLayout, mask_loss, varlen_attention
 from flip_core.model.synthetic import synthetic_batch
+from tests.common.models import sharpened_tiny
 
 FAST = ["split", "block_mask", "padded"]
 TOL = dict(rtol=0, atol=1e-5)
@@ -79,20 +80,9 @@ def test_layout_errors():
         varlen_attention(q, k, v, SeqLayout([5], [4], torch.device("cpu")))
 
 
-def _sharpened_tiny():
-    """FLIP-tiny with residual scales 1 and a larger output layer, so logits are O(1) and 1e-5 is meaningful."""
-    model = build_flip_tiny(seed=4)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("alpha"):
-                p.fill_(1.0)
-        model.encoder.mask_extractor.to_mask.weight.mul_(30)
-    return model
-
-
 @pytest.mark.parametrize("backend", FAST)
 def test_full_model_backends_match_dense(backend):
-    model = _sharpened_tiny()
+    model = sharpened_tiny(seed=4)
     batch = synthetic_batch(model.config.patch_sizes, [40, 7, 90], [33, 64, 20],
                             generator=torch.Generator().manual_seed(5))
     results = {}

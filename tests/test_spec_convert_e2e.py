@@ -32,12 +32,6 @@ from tests.common import spec_fixtures as fx  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
 
 def _openimages(tmp: Path):
     real = shared_path("openimages_v7", "train-annotations-object-segmentation.head.csv")

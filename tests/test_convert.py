@@ -25,7 +25,6 @@ from tests.test_gaussian import _reference_moments
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-
 def _coco(shared_data, split: str, **kw) -> CocoSpec:
     return CocoSpec(images=shared_data("coco", split),
                     annotations=shared_data("coco", "annotations", f"instances_{split}.json"), **kw)

@@ -35,7 +35,6 @@ SLOW_SPEC = textwrap.dedent(
 )
 
 
-
 @pytest.fixture(scope="module")
 def clean_output(local_ray, tmp_path_factory):
     """The reference output: one uninterrupted conversion (shard size 2 -> 10 shards)."""

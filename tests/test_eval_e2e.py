@@ -25,7 +25,6 @@ BENCHMARKS = {
 }
 
 
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, local_ray):
     from tests.conftest import shared_path

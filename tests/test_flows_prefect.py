@@ -43,7 +43,6 @@ def prefect_api():
         yield
 
 
-
 def _artifact(key: str, flow_run_id) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey

@@ -32,7 +32,6 @@ from tests.common import spec_fixtures as fx  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 
-
 def _openimages(tmp: Path):
     real = shared_path("openimages_v7", "train-annotations-object-segmentation.head.csv")
     shutil.copy(real, tmp / "train-annotations-object-segmentation.csv")

@@ -28,6 +28,7 @@ Deviations from the reference, each deliberate:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -138,7 +139,7 @@ def covariance_to_position(mu: np.ndarray, var_x, var_y, cov) -> np.ndarray:
     vx = np.asarray(var_x, dtype=np.float64)
     vy = np.asarray(var_y, dtype=np.float64)
     c = np.asarray(cov, dtype=np.float64)
-    term = np.sqrt(np.maximum((vx - vy) ** 2 + 4 * c * c, _EPS))
+    term = np.sqrt(np.maximum((vx - vy) * (vx - vy) + 4 * c * c, _EPS))
     sigma_minor = np.sqrt(np.maximum((vx + vy) / 2 - term / 2, _EPS))
     sigma_major = np.sqrt(np.maximum((vx + vy) / 2 + term / 2, _EPS))
     # Major eigenvector (v0, v1) = (rot_b, rot_a). Two algebraically equal forms; take the better conditioned one.
@@ -200,6 +201,8 @@ def rotation_matrix(position: np.ndarray) -> np.ndarray:
 def position_to_covariance(position: np.ndarray) -> np.ndarray:
     """Covariance matrices of position 6-vectors: ``sx^2 u u^T + sy^2 v v^T``, ``u = (a, -b)``, ``v = (b, a)``.
 
+    ``(a, b)`` is renormalised first (norm clamped at 1e-6, as :func:`rotation_matrix`).
+
     Args:
         position: (..., 6).
 
@@ -207,9 +210,34 @@ def position_to_covariance(position: np.ndarray) -> np.ndarray:
         (..., 2, 2) float64, in the frame of ``position``.
     """
     p = np.asarray(position, dtype=np.float64)
-    r = rotation_matrix(p)  # rows are the minor and major axes
-    d = np.stack([p[..., 2] ** 2, p[..., 3] ** 2], -1)
-    return np.einsum("...ki,...k,...kj->...ij", r, d, r)
+    cxx, cyy, cxy = _covariance_entries(p[..., 2], p[..., 3], p[..., 4], p[..., 5], np.sqrt, np.maximum)
+    return np.stack([np.stack([cxx, cxy], -1), np.stack([cxy, cyy], -1)], -2)
+
+
+def _covariance_entries(sx, sy, a, b, sqrt, maximum):
+    """``(cov_xx, cov_yy, cov_xy)`` of position entries; one formula for arrays (NumPy) and Python floats (math).
+
+    Every operation is an IEEE-754 double operation in the same order for both, so the scalar fast path of
+    :func:`position_n_to_p` is bit-identical to the array path.
+    """
+    n = maximum(sqrt(a * a + b * b), 1e-6)
+    a, b = a / n, b / n
+    sx2, sy2 = sx * sx, sy * sy
+    return sx2 * a * a + sy2 * b * b, sx2 * b * b + sy2 * a * a, sy2 * a * b - sx2 * a * b
+
+
+def _eigen_position(vx, vy, c):
+    """Scalar twin of :func:`covariance_to_position` for Python floats (same operations, same order)."""
+    term = math.sqrt(max((vx - vy) * (vx - vy) + 4 * c * c, _EPS))
+    sigma_minor = math.sqrt(max((vx + vy) / 2 - term / 2, _EPS))
+    sigma_major = math.sqrt(max((vx + vy) / 2 + term / 2, _EPS))
+    v0, v1 = (vx - vy + term, 2 * c) if vx >= vy else (2 * c, vy - vx + term)
+    if v0 < 0:
+        v0, v1 = -v0, -v1
+    norm = math.sqrt(max(v0 * v0 + v1 * v1, _EPS))
+    if v0 * v0 + v1 * v1 < _EPS:
+        return sigma_minor, sigma_major, 0.0, 1.0
+    return sigma_minor, sigma_major, v1 / norm, v0 / norm
 
 
 def n_to_p(xy: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -245,16 +273,32 @@ def position_n_to_p(position: np.ndarray, width: int, height: int, convention: C
     re-diagonalised, so a rotated ellipse on a non-square image keeps its true pixel shape.
     ``"reference"``: the C wrappers' rule (spec 3.1 step 3): ``mu_p = (mu_n + 1) * (W/2, H/2)``, ``sigma_x *= W/2``,
     ``sigma_y *= H/2`` whatever the orientation, ``(a, b)`` unchanged (spec 2.5).
+
+    A single (6,) position takes a Python-float path (the loader converts one prompt at a time, and NumPy's
+    per-call overhead on 6 numbers was most of its cost); it is bit-identical to the array path.
     """
     p = np.asarray(position, dtype=np.float64)
+    if convention not in ("exact", "reference"):
+        raise ValueError(f"convention must be 'exact' or 'reference', got {convention!r}")
+    if p.shape == (6,):
+        return np.array(_position_n_to_p_scalar(p.tolist(), width, height, convention))
     if convention == "reference":
         scale = np.array([width / 2, height / 2, width / 2, height / 2, 1.0, 1.0])
         return (p + np.array([1.0, 1.0, 0, 0, 0, 0])) * scale
-    if convention != "exact":
-        raise ValueError(f"convention must be 'exact' or 'reference', got {convention!r}")
     d = np.array([(width - 1) / 2, (height - 1) / 2])
     cov = position_to_covariance(p) * d[:, None] * d[None, :]
     return covariance_to_position(n_to_p(p[..., :2], width, height), cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1])
+
+
+def _position_n_to_p_scalar(p: list[float], width: int, height: int, convention: str) -> list[float]:
+    """:func:`position_n_to_p` of one position as Python floats (same operations and order as the array path)."""
+    if convention == "reference":
+        return [(p[0] + 1.0) * (width / 2), (p[1] + 1.0) * (height / 2), (p[2] + 0.0) * (width / 2),
+                (p[3] + 0.0) * (height / 2), (p[4] + 0.0) * 1.0, (p[5] + 0.0) * 1.0]
+    dx, dy = (width - 1) / 2, (height - 1) / 2
+    cxx, cyy, cxy = _covariance_entries(p[2], p[3], p[4], p[5], math.sqrt, max)
+    cxx, cyy, cxy = cxx * dx * dx, cyy * dy * dy, cxy * dx * dy
+    return [(p[0] + 1.0) * dx, (p[1] + 1.0) * dy, *_eigen_position(cxx, cyy, cxy)]
 
 
 def position_p_to_m(position: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -272,7 +316,15 @@ def position_n_to_m(position: np.ndarray, width: int, height: int, convention: C
     ``hdf5_lightning_flip_loader.py:_load``: ``mu_x * W/256, mu_y * H/256, sigma_x * W/256, sigma_y * H/256``,
     rotation unchanged (spec 0).
     """
+    p = np.asarray(position, dtype=np.float64)
+    if p.shape == (6,) and convention in ("exact", "reference"):  # Python-float path, bit-identical
+        if convention == "reference":
+            q = p.tolist()
+            return np.array([q[0] * (width / 256), q[1] * (height / 256), q[2] * (width / 256),
+                             q[3] * (height / 256), q[4] * 1.0, q[5] * 1.0])
+        q = _position_n_to_p_scalar(p.tolist(), width, height, convention)
+        return np.array([q[0] / 128.0 - width / 256.0, q[1] / 128.0 - height / 256.0, q[2] / 128.0, q[3] / 128.0,
+                         q[4], q[5]])
     if convention == "reference":
-        p = np.asarray(position, dtype=np.float64)
         return p * np.array([width / 256, height / 256, width / 256, height / 256, 1.0, 1.0])
-    return position_p_to_m(position_n_to_p(position, width, height, convention), width, height)
+    return position_p_to_m(position_n_to_p(p, width, height, convention), width, height)

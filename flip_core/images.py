@@ -10,7 +10,14 @@ to the stored pixel order, like COCO's.
 fixed encoder: filter type 0 on every row and the IDAT deflate stream from ISA-L (``isal.isal_zlib``, level 1), a
 standard zlib stream that every PNG decoder reads. The bytes are a pure function of the mask for a given ISA-L build
 (so reruns are byte-identical), and encoding is dozens of times faster than Pillow's PNG writer (zlib with adaptive
-filtering), which dominated the reference converter's time on COCO. Decoding uses Pillow.
+filtering), which dominated the reference converter's time on COCO. Our own masks are decoded by a direct inflate
+(:func:`decode_mask_png`); any other PNG by Pillow.
+
+Decoding ``rgb_images`` (:func:`decode_rgb`) uses simplejpeg (libjpeg-turbo, decoding straight into a NumPy array,
+about 20% faster per image than Pillow in the training loader) with the same decoder settings as Pillow (accurate
+integer DCT, fancy upsampling), so the pixels are identical (``tests/test_shards.py`` checks every JPEG under
+``../shared/data``); only YCbCr and greyscale JPEGs take that path, everything else (other formats, CMYK/YCCK or
+RGB-coded JPEGs, whose colour conversion differs) goes to Pillow.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from isal import isal_zlib
 from PIL import Image
 
@@ -169,8 +177,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode ``rgb_images`` bytes to a writable, C-contiguous (H, W, 3) uint8 RGB array (no EXIF rotation)."""
-    with Image.open(io.BytesIO(bytes(data))) as img:
+    """Decode ``rgb_images`` bytes to a writable, C-contiguous (H, W, 3) uint8 RGB array (no EXIF rotation).
+
+    JPEGs go through simplejpeg (module docstring); other formats, and JPEGs it cannot convert to RGB, through
+    Pillow. Both give the same pixels for 8-bit JPEGs.
+    """
+    data = bytes(data)
+    if data[:2] == b"\xff\xd8":
+        try:
+            if simplejpeg.decode_jpeg_header(data)[2] in ("YCbCr", "Gray"):  # CMYK/YCCK/RGB-coded: Pillow's rules
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+        except ValueError:
+            pass  # anything libjpeg-turbo calls corrupt gets Pillow's error (or Pillow's tolerance)
+    with Image.open(io.BytesIO(data)) as img:
         return np.array(img.convert("RGB") if img.mode != "RGB" else img)
 
 

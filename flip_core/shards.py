@@ -250,6 +250,32 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class _VlenRows:
+    """Single-row reads of a 1-D variable-length uint8 dataset through h5py's low-level API.
+
+    ``dataset[i]`` costs about 50 us of Python-side selection set-up per call (160 us with the group lookup);
+    reusing one file space, memory space and output buffer brings a row read to about 20 us, which matters when the
+    training loader reads an image and several masks per sample.
+    """
+
+    def __init__(self, dataset: h5py.Dataset):
+        if dataset.ndim != 1:
+            raise ValueError(f"{dataset.name}: expected a 1-D variable-length dataset, got shape {dataset.shape}")
+        self.dataset, self.length = dataset, dataset.shape[0]
+        self._file_space = dataset.id.get_space()
+        self._mem_space = h5py.h5s.create_simple((1,))
+        self._out = np.empty((1,), dtype=dataset.dtype)
+
+    def read(self, i: int) -> bytes:
+        i = int(i)
+        if not 0 <= i < self.length:
+            raise IndexError(f"{self.dataset.file.filename}:{self.dataset.name}: row {i} out of range "
+                             f"[0, {self.length})")
+        self._file_space.select_hyperslab((i,), (1,))
+        self.dataset.id.read(self._mem_space, self._file_space, self._out)
+        return self._out[0].tobytes()
+
+
 class ShardReader:
     """Random access to one shard. Opens the file lazily, so it can be pickled before first use (Ray tasks,
     DataLoader workers) and reopens itself in each process. Use as a context manager or call :meth:`close`.
@@ -263,6 +289,7 @@ class ShardReader:
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._cache: dict[str, np.ndarray] = {}
+        self._rows: dict[str, _VlenRows | h5py.Dataset] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def __getstate__(self):
@@ -288,7 +315,18 @@ class ShardReader:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
+            self._rows = {}
         return self._file
+
+    def _vlen_row(self, name: str, i: int) -> bytes:
+        """Row ``i`` of the variable-length uint8 dataset ``name`` as bytes (loader hot path, see :class:`_VlenRows`)."""
+        file = self.file
+        if name not in self._rows:
+            ds = file[name]
+            vlen = ds.ndim == 1 and h5py.check_vlen_dtype(ds.dtype) is not None
+            self._rows[name] = _VlenRows(ds) if vlen else ds
+        rows = self._rows[name]
+        return rows.read(i) if isinstance(rows, _VlenRows) else rows[i].tobytes()
 
     def _array(self, name: str) -> np.ndarray:
         if name not in self._cache:
@@ -320,7 +358,7 @@ class ShardReader:
     # -- images ------------------------------------------------------------------------------------------------
     def image_bytes(self, i: int) -> bytes:
         """Stored JPEG bytes of image ``i``."""
-        return self.file["rgb_images"][i].tobytes()
+        return self._vlen_row("rgb_images", i)
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` decoded to (H, W, 3) uint8 RGB."""
@@ -353,7 +391,7 @@ class ShardReader:
 
     def mask(self, j: int) -> np.ndarray:
         """Instance ``j`` mask as (H, W) bool (PNG value > 128)."""
-        return decode_mask_png(self.file["instance_masks"][j].tobytes())
+        return decode_mask_png(self._vlen_row("instance_masks", j))
 
     def ignore_mask(self, j: int) -> np.ndarray | None:
         """(H, W) bool ignore region of instance ``j``, or None when it has none (or the file has no such dataset)."""

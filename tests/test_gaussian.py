@@ -66,3 +66,25 @@ def test_moments_to_position_round_trips_covariance():
         mom = mask_moments(mask).astype(np.float64)
         cov = position_to_covariance(moments_to_position(mom))
         np.testing.assert_allclose(cov, [[mom[2], mom[4]], [mom[4], mom[3]]], atol=1e-6)
+
+
+@pytest.mark.parametrize("convention", ["exact", "reference"])
+@pytest.mark.parametrize("size", [(640, 480), (17, 1000), (2, 2)])
+def test_single_position_fast_path_is_bit_identical_to_array_path(convention, size):
+    """One (6,) position takes a Python-float path (the loader's hot path); it must equal the batched result."""
+    from flip_core.gaussian import position_n_to_m, position_n_to_p
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    pos = np.concatenate([rng.uniform(-1.2, 1.2, (n, 2)), rng.uniform(1e-4, 1.0, (n, 2)), rng.normal(size=(n, 2))], 1)
+    pos[:50, 3] = pos[:50, 2]  # isotropic: the degenerate eigenvector branch
+    pos[50:100, 4] = 0.0
+    pos[100:150, 5] = 0.0
+    pos[150:200, 4:] = 0.0  # zero rotation vector: norm clamp
+    w, h = size
+    for batch, single in ((position_n_to_p, position_n_to_p), (position_n_to_m, position_n_to_m)):
+        expected = batch(pos, w, h, convention)
+        got = np.stack([single(p, w, h, convention) for p in pos])
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.stack([single(p, w, h, convention) for p in pos.astype(np.float32)]),
+                                      batch(pos.astype(np.float32), w, h, convention))

@@ -200,3 +200,41 @@ def test_mask_decoder_reads_own_and_foreign_pngs():
             buf = io.BytesIO()
             Image.fromarray(arr.astype(np.uint8), mode=mode).save(buf, format="PNG", optimize=True)
             assert np.array_equal(decode_mask_png(buf.getvalue()), mask)
+
+
+def test_jpeg_decode_matches_pillow_on_every_shared_jpeg():
+    """``decode_rgb`` reads JPEGs with simplejpeg; its pixels must be Pillow's, byte for byte."""
+    from tests.conftest import SHARED_DATA
+
+    from flip_core.images import decode_rgb
+
+    files = sorted(p for p in SHARED_DATA.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        pytest.skip(f"no JPEGs under {SHARED_DATA} (../shared/data is absent)")
+    for path in files:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            expected = np.array(img.convert("RGB"))
+        got = decode_rgb(data)
+        assert got.flags.writeable and got.flags.c_contiguous and got.dtype == np.uint8
+        assert np.array_equal(got, expected), path
+
+
+def test_decode_rgb_falls_back_to_pillow_for_cmyk_and_png():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    for mode, fmt in [("CMYK", "JPEG"), ("RGB", "PNG"), ("L", "JPEG")]:
+        img = Image.fromarray(rgb).convert(mode)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        with Image.open(io.BytesIO(buf.getvalue())) as ref:
+            expected = np.array(ref.convert("RGB"))
+        from flip_core.images import decode_rgb
+
+        assert np.array_equal(decode_rgb(buf.getvalue()), expected), (mode, fmt)
+
+
+def test_reader_row_out_of_range_names_file_and_row(shard):
+    reader = ShardReader(shard[0])
+    with pytest.raises(IndexError, match=r"instance_masks: row 999999 out of range"):
+        reader.mask(999999)

@@ -8,6 +8,14 @@ Measures, per model size and attention back-end:
 - ``train step``: forward + BCE + backward at batch 64 samples, token counts drawn like reference training
   (``cython_ops.sample_num_tokens(32, 2048, 512)``, Beta(2, 6.4) on [32, 2048]), 2048 query points per sample.
 
+- train-step system CPU time and minor page faults (``getrusage``, medians): the memory-mapping cost of each
+  back-end's allocations inside a step;
+- ``attention only``: the packed attention calls of that training step alone, forward + backward, on random
+  q/k/v with the step's layout: the encoder self-attention of all L layers and the mask head's cross-attention
+  (2048 queries per sample against the sample's tokens), with their GFLOP/s next to a 4096^3 sgemm measured in the
+  same run. Comparing its ratio with the train-step ratio separates the attention arithmetic from the memory
+  effects of the dense path inside a full step (it keeps every sample's L x L probabilities for backward).
+
 Back-ends are interleaved within every repeat so load drift hits them equally; numbers are medians. Usage::
 
     .venv/bin/python benchmarks/bench_model.py --models tiny small --repeats 5 --train-repeats 3 --out bench.md
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
 import time
 
@@ -42,6 +51,14 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _time_with_faults(fn) -> tuple[float, float, int]:
+    """(wall s, system CPU s, minor page faults) of one call (the latter two from ``getrusage``, whole process)."""
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = _time(fn)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return wall, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt
+
+
 def bench_size(name: str, backends: list[str], repeats: int, train_repeats: int, train_batch: int,
                queries: int, tokens: int, seed: int) -> dict[str, dict[str, float]]:
     model = build_flip_model(name, seed=seed)
@@ -50,7 +67,8 @@ def bench_size(name: str, backends: list[str], repeats: int, train_repeats: int,
                           with_targets=False)
     counts = _token_counts(train_batch, seed)
     train = synthetic_batch(sizes, counts, [queries] * train_batch, generator=torch.Generator().manual_seed(seed))
-    times: dict[str, dict[str, list[float]]] = {b: {"forward": [], "encode": [], "train": []} for b in backends}
+    times: dict[str, dict[str, list[float]]] = {
+        b: {"forward": [], "encode": [], "train": [], "train_sys": [], "train_faults": []} for b in backends}
 
     def forward():
         with torch.inference_mode():
@@ -74,16 +92,79 @@ def bench_size(name: str, backends: list[str], repeats: int, train_repeats: int,
             times[b]["forward"].append(_time(forward))
             times[b]["encode"].append(_time(encode))
     model.train()
+    if train_repeats:
+        for b in backends:  # warm-up: first-touch allocations of a back-end are not part of its steady state
+            model.attention = b
+            train_step()
     for _ in range(train_repeats):
         for b in backends:
             model.attention = b
-            times[b]["train"].append(_time(train_step))
+            wall, sys_s, faults = _time_with_faults(train_step)
+            times[b]["train"].append(wall)
+            times[b]["train_sys"].append(sys_s)
+            times[b]["train_faults"].append(faults)
     meta = {"train_tokens_mean": float(np.mean(counts)), "train_tokens_max": float(max(counts))}
-    out = {b: {k: statistics.median(v) * 1e3 for k, v in t.items() if v} | meta for b, t in times.items()}
+    out = {b: {k: statistics.median(v) * (1 if k == "train_faults" else 1e3) for k, v in t.items() if v} | meta
+           for b, t in times.items()}
     for b, t in times.items():
         if t["train"]:
             out[b]["train_min"] = min(t["train"]) * 1e3
     return out
+
+
+def bench_attention(name: str, backends: list[str], repeats: int, train_batch: int, queries: int,
+                    seed: int) -> dict[str, dict[str, float]]:
+    """Attention-only forward + backward times (ms) of one training step's layout, per back-end."""
+    from flip_core.model import build_flip_model
+    from flip_core.model.attention import SeqLayout, varlen_attention
+
+    config = build_flip_model(name, seed=seed).config
+    heads, layers = config.num_heads, config.layers
+    d_kq, d_v = config.kq_expansion * config.channels // heads, config.v_expansion * config.channels // heads
+    lens = [n + config.num_registers for n in _token_counts(train_batch, seed)]
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(n: int, d: int) -> torch.Tensor:
+        return torch.randn(heads, n, d, generator=g).requires_grad_()
+
+    n_tok, n_q = sum(lens), queries * train_batch
+    q, k, v, qm = rand(n_tok, d_kq), rand(n_tok, d_kq), rand(n_tok, d_v), rand(n_q, d_kq)
+    flops_enc = 3 * 2 * heads * sum(n * n * (d_kq + d_v) for n in lens) * layers  # fwd + ~2x fwd for backward
+    flops_head = 3 * 2 * heads * sum(queries * n * (d_kq + d_v) for n in lens)
+    times = {b: {"encoder": [], "head": []} for b in backends}
+    for _ in range(repeats):
+        for b in backends:
+            layout = SeqLayout(lens, lens, "cpu", b)
+            t = _time(lambda: [varlen_attention(q, k, v, layout).sum().backward() for _ in range(layers)])
+            times[b]["encoder"].append(t)
+            cross = layout.with_queries([queries] * train_batch)
+            times[b]["head"].append(_time(lambda: varlen_attention(qm, k, v, cross).sum().backward()))
+    out = {}
+    for b, t in times.items():
+        enc, head = statistics.median(t["encoder"]), statistics.median(t["head"])
+        out[b] = {"encoder": enc * 1e3, "head": head * 1e3, "total": (enc + head) * 1e3,
+                  "gflops": (flops_enc + flops_head) / (enc + head) / 1e9}
+    return out
+
+
+def sgemm_gflops(repeats: int = 3, n: int = 4096) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / statistics.median(_time(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def attention_markdown(results: dict, backends: list[str], peak: float) -> str:
+    ref = backends[-1]
+    lines = [f"Attention only (forward + backward, the train step's layout); sgemm 4096^3 in the same run: "
+             f"{peak:.0f} GFLOP/s.", "",
+             "| model | attention | encoder self-attention, all layers (ms) | mask-head cross-attention (ms) "
+             f"| total A (ms) | GFLOP/s (share of sgemm) | A_{ref} / A |", "|---|---|---|---|---|---|---|"]
+    for name, per_backend in results.items():
+        base = per_backend[ref]["total"]
+        for b, r in per_backend.items():
+            lines.append(f"| {name} | {b} | {r['encoder']:.0f} | {r['head']:.0f} | {r['total']:.0f} | "
+                         f"{r['gflops']:.0f} ({r['gflops'] / peak:.0%}) | {base / r['total']:.2f}x |")
+    return "\n".join(lines)
 
 
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
@@ -94,8 +175,8 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
         "",
         f"| model | attention | forward b=1, {args.tokens} tok, {args.queries} q (ms) | encode b=1 (ms) "
         f"| train step b={args.train_batch}, median (ms) | min (ms) "
-        f"| train speed-up vs {ref} (median / min) |",
-        "|---|---|---|---|---|---|---|",
+        f"| train speed-up vs {ref} (median / min) | train system CPU (ms) | train page faults |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, per_backend in results.items():
         base = per_backend[ref]
@@ -104,7 +185,8 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
             if r.get("train"):
                 speed = f"{base['train'] / r['train']:.2f}x / {base['train_min'] / r['train_min']:.2f}x"
             lines.append(f"| {name} | {b} | {r['forward']:.1f} | {r['encode']:.1f} | "
-                         f"{r.get('train', float('nan')):.0f} | {r.get('train_min', float('nan')):.0f} | {speed} |")
+                         f"{r.get('train', float('nan')):.0f} | {r.get('train_min', float('nan')):.0f} | {speed} | "
+                         f"{r.get('train_sys', float('nan')):.0f} | {r.get('train_faults', float('nan')):.0f} |")
     first = next(iter(results.values()))[ref]
     lines += ["", f"Train batch: {args.train_batch} samples, mean {first['train_tokens_mean']:.0f} / max "
                   f"{first['train_tokens_max']:.0f} patch tokens per sample, {args.queries} queries per sample."]
@@ -123,6 +205,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention-repeats", type=int, default=3,
+                        help="repeats of the attention-only measurement (0 skips it; default 3)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
     if args.threads:
@@ -133,6 +217,10 @@ def main() -> None:
                                    args.queries, args.tokens, args.seed)
         print(f"done {name}", flush=True)
     md = to_markdown(results, args)
+    if args.attention_repeats:
+        attention = {name: bench_attention(name, args.backends, args.attention_repeats, args.train_batch,
+                                           args.queries, args.seed) for name in args.models}
+        md += "\n\n" + attention_markdown(attention, args.backends, sgemm_gflops())
     print(md)
     if args.out:
         with open(args.out, "w") as fh:

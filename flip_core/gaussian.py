@@ -317,7 +317,9 @@ def position_n_to_m(position: np.ndarray, width: int, height: int, convention: C
     rotation unchanged (spec 0).
     """
     p = np.asarray(position, dtype=np.float64)
-    if p.shape == (6,) and convention in ("exact", "reference"):  # Python-float path, bit-identical
+    if convention not in ("exact", "reference"):
+        raise ValueError(f"convention must be 'exact' or 'reference', got {convention!r}")
+    if p.shape == (6,):  # Python-float path, bit-identical to the array path (see position_n_to_p)
         if convention == "reference":
             q = p.tolist()
             return np.array([q[0] * (width / 256), q[1] * (height / 256), q[2] * (width / 256),

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from flip_core.gaussian import mask_bbox, mask_moments
-from flip_core.images import decode_mask_png, encode_mask_png, prepare_image
+from flip_core.images import decode_mask_png, decode_rgb, encode_mask_png, prepare_image
 from flip_core.shards import ShardImage, ShardInstance, ShardReader, sha256_file, write_shard
 
 # name -> (dtype kind check, shape suffix, per) per spec 1.1; "img"/"inst" says which count the first axis is.
@@ -206,8 +206,6 @@ def test_jpeg_decode_matches_pillow_on_every_shared_jpeg():
     """``decode_rgb`` reads JPEGs with simplejpeg; its pixels must be Pillow's, byte for byte."""
     from tests.conftest import SHARED_DATA
 
-    from flip_core.images import decode_rgb
-
     files = sorted(p for p in SHARED_DATA.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
     if not files:
         pytest.skip(f"no JPEGs under {SHARED_DATA} (../shared/data is absent)")
@@ -229,8 +227,6 @@ def test_decode_rgb_falls_back_to_pillow_for_cmyk_and_png():
         img.save(buf, format=fmt)
         with Image.open(io.BytesIO(buf.getvalue())) as ref:
             expected = np.array(ref.convert("RGB"))
-        from flip_core.images import decode_rgb
-
         assert np.array_equal(decode_rgb(buf.getvalue()), expected), (mode, fmt)
 
 

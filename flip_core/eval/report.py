@@ -185,9 +185,7 @@ def _plots(tables: dict[str, pa.Table], rows: list[dict], report: Path, max_clic
     datasets = sorted({r["dataset"] for r in data_rows})
     methods = sorted({(r["method"], r["mode"]) for r in data_rows})
     labels = [b[0] for b in SIZE_BUCKETS]
-    ncol = min(3, max(1, len(datasets)))
-    nrow = math.ceil(len(datasets) / ncol) if datasets else 1
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+    fig, axes = _panel_grid(plt, len(datasets))
     width = 0.8 / max(1, len(methods))
     for ax, ds in zip(axes.flat, datasets):
         for m, (method, mode) in enumerate(methods):
@@ -199,22 +197,15 @@ def _plots(tables: dict[str, pa.Table], rows: list[dict], report: Path, max_clic
         ax.set_title(ds)
         ax.set_ylabel("mean IoU (%)")
         ax.set_ylim(0, 100)
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
     if methods:
         axes.flat[0].legend(fontsize=7)
-    fig.suptitle("FLIP protocol: IoU by object size (fraction of image area)")
-    fig.tight_layout()
-    path = report / "iou_by_size.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save_panels(plt, fig, axes, len(datasets),
+                                "FLIP protocol: IoU by object size (fraction of image area)",
+                                report / "iou_by_size.png"))
     if "clicks" in tables:
         groups = _group(tables["clicks"])
         cds = sorted({k[2] for k in groups})
-        ncol = min(3, len(cds))
-        nrow = math.ceil(len(cds) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+        fig, axes = _panel_grid(plt, len(cds))
         for ax, ds in zip(axes.flat, cds):
             for (method, mode, d), rs in sorted(groups.items()):
                 if d != ds:
@@ -229,15 +220,27 @@ def _plots(tables: dict[str, pa.Table], rows: list[dict], report: Path, max_clic
             ax.set_ylabel("mIoU (%)")
             ax.set_ylim(0, 100)
             ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(cds):]:
-            ax.axis("off")
-        fig.suptitle("Click protocol: mIoU vs number of clicks")
-        fig.tight_layout()
-        path = report / "miou_vs_clicks.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_panels(plt, fig, axes, len(cds), "Click protocol: mIoU vs number of clicks",
+                                    report / "miou_vs_clicks.png"))
     return written
+
+
+def _panel_grid(plt, n: int):
+    """Figure with one 5 x 3.6 inch panel per dataset, at most 3 per row (at least one panel)."""
+    ncol = min(3, max(1, n))
+    nrow = math.ceil(n / ncol) if n else 1
+    return plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+
+
+def _save_panels(plt, fig, axes, used: int, title: str, path: Path) -> Path:
+    """Hide the unused panels, title, write ``path`` (PNG, 100 dpi) and close the figure."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write_report(result_paths: list[str], out_dir: str | Path, max_clicks: int = 20) -> tuple[list[dict], list[Path]]:

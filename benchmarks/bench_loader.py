@@ -11,6 +11,10 @@ Rows:
 Wall and CPU time (``time.process_time``) are both reported; on a shared, loaded machine the CPU time is the better
 estimate of the per-core cost.
 
+Allocator: the script re-runs itself under the glibc settings the training workers use
+(``flip_core.env.TRAINING_MALLOC_TUNABLES``; Ray Train workers and their loader processes get them through
+``flip_core.env.training_worker_env``) unless ``--malloc default`` or ``GLIBC_TUNABLES`` is set.
+
 Usage: ``python benchmarks/bench_loader.py [--data CONVERTED_DIR] [--runs 5] [--passes 2]``. Without ``--data``
 the ../shared/data/coco val2017 sample is converted into a temporary directory first. The reference loader
 measured 12.1 ms per image on this kind of machine (../shared/reference/benchmarks.md); target <= 4 ms.
@@ -19,6 +23,7 @@ measured 12.1 ms per image on this kind of machine (../shared/reference/benchmar
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from flip_core.data.collate import collate_images  # noqa: E402
 from flip_core.data.dataset import FlipTrainDataset  # noqa: E402
 from flip_core.data.sampler import MixturePlan, RankStream  # noqa: E402
-from flip_core.env import apply_local_defaults  # noqa: E402
+from flip_core.env import apply_local_defaults, reexec_with_training_malloc  # noqa: E402
 from flip_core.train.config import DataConfig  # noqa: E402
 from flip_core.train.data_setup import open_training_data  # noqa: E402
 
@@ -93,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="converted dataset directory")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per row (median reported)")
     parser.add_argument("--passes", type=int, default=2, help="passes over the images per run")
+    parser.add_argument("--malloc", choices=["training", "default"], default="training",
+                        help="glibc allocator settings: 'training' (default) re-runs under "
+                             "flip_core.env.TRAINING_MALLOC_TUNABLES unless GLIBC_TUNABLES is set; 'default' keeps "
+                             "glibc's defaults")
     args = parser.parse_args(argv)
+    if args.malloc == "training":
+        reexec_with_training_malloc()
+    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}", flush=True)
     apply_local_defaults()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,13 @@ Measures, per model size and attention back-end:
   same run. Comparing its ratio with the train-step ratio separates the attention arithmetic from the memory
   effects of the dense path inside a full step (it keeps every sample's L x L probabilities for backward).
 
+Allocator: by default the script re-runs itself under the glibc settings the training workers use
+(``flip_core.env.TRAINING_MALLOC_TUNABLES``: large frees are kept for reuse instead of being unmapped), so neither
+back-end pays page faults for re-mapping its activations every step; ``--malloc default`` keeps glibc's defaults
+(then the dense path's per-sample L x L tensors cost it 0.5-1.4 million page faults per FLIP-small step, and the
+split path's large activations cost it a similar number depending on the allocator's state, which made earlier
+step ratios swing between runs). The table header states which one ran.
+
 Back-ends are interleaved within every repeat so load drift hits them equally; numbers are medians. Usage::
 
     .venv/bin/python benchmarks/bench_model.py --models tiny small --repeats 5 --train-repeats 3 --out bench.md
@@ -24,6 +31,7 @@ Back-ends are interleaved within every repeat so load drift hits them equally; n
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -32,6 +40,7 @@ import time
 import numpy as np
 import torch
 
+from flip_core.env import reexec_with_training_malloc
 from flip_core.model import build_flip_model, mask_loss
 from flip_core.model.synthetic import synthetic_batch
 
@@ -171,7 +180,7 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
     ref = args.backends[-1]
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Medians of {args.repeats} (latency) / {args.train_repeats} (train) runs.",
+        f"{torch.get_num_threads()} threads, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}. Medians of {args.repeats} (latency) / {args.train_repeats} (train) runs.",
         "",
         f"| model | attention | forward b=1, {args.tokens} tok, {args.queries} q (ms) | encode b=1 (ms) "
         f"| train step b={args.train_batch}, median (ms) | min (ms) "
@@ -208,7 +217,13 @@ def main() -> None:
     parser.add_argument("--attention-repeats", type=int, default=3,
                         help="repeats of the attention-only measurement (0 skips it; default 3)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--malloc", choices=["training", "default"], default="training",
+                        help="glibc allocator settings: 'training' (default) re-runs under "
+                             "flip_core.env.TRAINING_MALLOC_TUNABLES unless GLIBC_TUNABLES is set; 'default' keeps "
+                             "glibc's defaults")
     args = parser.parse_args()
+    if args.malloc == "training":
+        reexec_with_training_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}

@@ -267,13 +267,17 @@ class _VlenRows:
         self._out = np.empty((1,), dtype=dataset.dtype)
 
     def read(self, i: int) -> bytes:
+        return self.read_array(i).tobytes()
+
+    def read_array(self, i: int) -> np.ndarray:
+        """Row ``i`` as a fresh 1-D uint8 array (h5py allocates one per vlen element; nothing here reuses it)."""
         i = int(i)
         if not 0 <= i < self.length:
             raise IndexError(f"{self.dataset.file.filename}:{self.dataset.name}: row {i} out of range "
                              f"[0, {self.length})")
         self._file_space.select_hyperslab((i,), (1,))
         self.dataset.id.read(self._mem_space, self._file_space, self._out)
-        return self._out[0].tobytes()
+        return self._out[0]
 
 
 class ShardReader:
@@ -320,13 +324,17 @@ class ShardReader:
 
     def _vlen_row(self, name: str, i: int) -> bytes:
         """Row ``i`` of the variable-length uint8 dataset ``name`` as bytes (loader hot path, see :class:`_VlenRows`)."""
-        file = self.file
-        if name not in self._rows:
+        rows = self._vlen_rows(name)
+        return rows.read(i) if isinstance(rows, _VlenRows) else rows[i].tobytes()
+
+    def _vlen_rows(self, name: str) -> _VlenRows | h5py.Dataset:
+        file = self.file  # first: reopens (and drops the cached row readers) in a new process
+        rows = self._rows.get(name)
+        if rows is None:
             ds = file[name]
             vlen = ds.ndim == 1 and h5py.check_vlen_dtype(ds.dtype) is not None
-            self._rows[name] = _VlenRows(ds) if vlen else ds
-        rows = self._rows[name]
-        return rows.read(i) if isinstance(rows, _VlenRows) else rows[i].tobytes()
+            rows = self._rows[name] = _VlenRows(ds) if vlen else ds
+        return rows
 
     def _array(self, name: str) -> np.ndarray:
         if name not in self._cache:
@@ -362,7 +370,8 @@ class ShardReader:
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` decoded to (H, W, 3) uint8 RGB."""
-        return decode_rgb(self.image_bytes(i))
+        rows = self._vlen_rows("rgb_images")
+        return decode_rgb(rows.read_array(i) if isinstance(rows, _VlenRows) else rows[i])
 
     def image_id(self, i: int) -> int:
         return int(self._array("coco_image_ids")[i])

@@ -234,3 +234,77 @@ def test_reader_row_out_of_range_names_file_and_row(shard):
     reader = ShardReader(shard[0])
     with pytest.raises(IndexError, match=r"instance_masks: row 999999 out of range"):
         reader.mask(999999)
+
+
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    import struct
+
+    out, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos:pos + 4])
+        out.append((png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return out
+
+
+def test_mask_png_row_index_inflates_only_the_object_rows():
+    """``rwIX`` names the first/end rows holding pixels and a raw-deflate segment between two full flushes that
+    inflates to exactly those rows; Pillow and plain zlib read the file as an ordinary PNG."""
+    import struct
+    import zlib
+
+    from flip_core.images import MASK_ROW_INDEX_CHUNK
+
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1), (2, 3), (9, 4), (48, 64), (480, 640)]:
+        for trial in range(6):
+            mask = np.zeros(shape, bool)
+            if trial:
+                y0, x0 = rng.integers(shape[0]), rng.integers(shape[1])
+                y1, x1 = rng.integers(y0, shape[0]) + 1, rng.integers(x0, shape[1]) + 1
+                mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.6
+            png = encode_mask_png(mask)
+            np.testing.assert_array_equal(decode_mask_png(png), mask)
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))) > 128, mask)
+            chunks = _png_chunks(png)
+            rows = np.flatnonzero(mask.any(axis=1))
+            if len(rows) == 0:
+                assert [t for t, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+                continue
+            assert [t for t, _ in chunks] == [b"IHDR", MASK_ROW_INDEX_CHUNK, b"IDAT", b"IEND"]
+            version, first, end, start, stop = struct.unpack(">BIIII", chunks[1][1])
+            assert (version, first, end) == (1, rows[0], rows[-1] + 1)
+            idat = chunks[2][1]
+            raw = zlib.decompress(idat)  # the whole stream stays a standard zlib stream
+            assert len(raw) == shape[0] * (shape[1] + 1)
+            segment = zlib.decompressobj(-15).decompress(idat[start:stop])
+            assert segment == raw[first * (shape[1] + 1):end * (shape[1] + 1)]
+            # the crop form gives the same bytes
+            if trial:
+                assert encode_mask_png(mask[y0:y1, x0:x1], origin=(y0, x0), image_shape=shape) == png
+
+
+def test_mask_png_without_row_index_still_takes_the_fast_path():
+    """Masks written before ``rwIX`` existed (signature, IHDR, one IDAT, IEND) decode through the full inflate."""
+    import struct
+    import zlib
+
+    from flip_core.images import _decode_own_mask_png
+
+    mask = np.zeros((30, 20), bool)
+    mask[5:9, 3:15] = True
+    chunks = [(t, p) for t, p in _png_chunks(encode_mask_png(mask)) if t != b"rwIX"]
+    old = b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p)) for t, p in chunks)
+    decoded = _decode_own_mask_png(old)
+    assert decoded is not None and decoded.dtype == bool
+    np.testing.assert_array_equal(decoded, mask)
+    np.testing.assert_array_equal(decode_mask_png(old), mask)
+
+
+def test_image_decode_from_row_array_matches_bytes(shard):
+    path, _, images, _ = shard
+    with ShardReader(path) as r:
+        for i in range(r.num_images):
+            np.testing.assert_array_equal(r.image(i), decode_rgb(r.image_bytes(i)))
+            assert r.image_bytes(i) == images[i].jpeg

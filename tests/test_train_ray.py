@@ -155,3 +155,27 @@ def test_bad_run_directories_and_inputs(coco, uninterrupted, tmp_path):
     with pytest.raises(ValueError, match=f"{shard.name}: sha256 differs"):
         train(cfg.replace(data=DataConfig(manifests=(str(broken),))))
     assert not (tmp_path / "y").exists()
+
+
+def test_worker_env_reaches_glibc_at_process_start(monkeypatch):
+    """``training_worker_env`` goes to Ray as ``runtime_env`` env_vars, which Ray sets when it starts the worker
+    process, so glibc reads GLIBC_TUNABLES (visible in /proc/self/environ, the exec-time environment). A user's own
+    GLIBC_TUNABLES wins."""
+    import ray
+
+    from flip_core.env import TRAINING_MALLOC_TUNABLES, training_worker_env
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    env = training_worker_env()
+    assert env["GLIBC_TUNABLES"] == TRAINING_MALLOC_TUNABLES and env["DS_ACCELERATOR"] == "cpu"
+    assert "DS_ACCELERATOR" not in training_worker_env(use_gpu=True)
+
+    @ray.remote(num_cpus=0, runtime_env={"env_vars": env})
+    def exec_time_env() -> dict[str, str]:
+        with open("/proc/self/environ", "rb") as fh:
+            items = [x.split(b"=", 1) for x in fh.read().split(b"\0") if b"=" in x]
+        return {k.decode(): v.decode() for k, v in items}
+
+    assert ray.get(exec_time_env.remote()).get("GLIBC_TUNABLES") == TRAINING_MALLOC_TUNABLES
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert training_worker_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

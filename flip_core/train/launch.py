@@ -87,10 +87,10 @@ def _trainer(config: TrainConfig, resume_from: Path | None):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from flip_core.env import LOCAL_DEFAULTS
+    from flip_core.env import training_worker_env
     from flip_core.train.loop import train_worker
 
-    env = {k: v for k, v in LOCAL_DEFAULTS.items() if not (config.use_gpu and k == "DS_ACCELERATOR")}
+    env = training_worker_env(use_gpu=config.use_gpu)
     run_config = ray.train.RunConfig(
         name=RAY_DIR, storage_path=str(Path(config.run_dir).resolve()),
         failure_config=ray.train.FailureConfig(max_failures=config.max_failures),

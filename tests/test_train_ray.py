@@ -159,8 +159,8 @@ def test_bad_run_directories_and_inputs(coco, uninterrupted, tmp_path):
 
 def test_worker_env_reaches_glibc_at_process_start(monkeypatch):
     """``training_worker_env`` goes to Ray as ``runtime_env`` env_vars, which Ray sets when it starts the worker
-    process, so glibc reads GLIBC_TUNABLES (visible in /proc/self/environ, the exec-time environment). A user's own
-    GLIBC_TUNABLES wins."""
+    process, so glibc applies GLIBC_TUNABLES: a freed 64 MiB buffer is reused without page faults, while a worker
+    with glibc's defaults maps it afresh. A user's own GLIBC_TUNABLES wins."""
     import ray
 
     from flip_core.env import TRAINING_MALLOC_TUNABLES, training_worker_env
@@ -170,12 +170,22 @@ def test_worker_env_reaches_glibc_at_process_start(monkeypatch):
     assert env["GLIBC_TUNABLES"] == TRAINING_MALLOC_TUNABLES and env["DS_ACCELERATOR"] == "cpu"
     assert "DS_ACCELERATOR" not in training_worker_env(use_gpu=True)
 
-    @ray.remote(num_cpus=0, runtime_env={"env_vars": env})
-    def exec_time_env() -> dict[str, str]:
-        with open("/proc/self/environ", "rb") as fh:
-            items = [x.split(b"=", 1) for x in fh.read().split(b"\0") if b"=" in x]
-        return {k.decode(): v.decode() for k, v in items}
+    def refault_count() -> tuple[str, int]:
+        import resource
 
-    assert ray.get(exec_time_env.remote()).get("GLIBC_TUNABLES") == TRAINING_MALLOC_TUNABLES
+        import numpy as np
+
+        np.ones(64 << 20, np.uint8)  # touched and freed
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        again = np.ones(64 << 20, np.uint8)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        del again
+        return os.environ.get("GLIBC_TUNABLES", ""), faults
+
+    tuned = ray.remote(num_cpus=0, runtime_env={"env_vars": env})(refault_count)
+    plain = ray.remote(num_cpus=0, runtime_env={"env_vars": {**env, "GLIBC_TUNABLES": ""}})(refault_count)
+    (seen, tuned_faults), (_, plain_faults) = ray.get([tuned.remote(), plain.remote()])
+    assert seen == TRAINING_MALLOC_TUNABLES
+    assert tuned_faults < 16 and plain_faults > 16, (tuned_faults, plain_faults)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
     assert training_worker_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

@@ -180,7 +180,8 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
     ref = args.backends[-1]
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}. Medians of {args.repeats} (latency) / {args.train_repeats} (train) runs.",
+        f"{torch.get_num_threads()} threads, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}. "
+        f"Medians of {args.repeats} (latency) / {args.train_repeats} (train) runs.",
         "",
         f"| model | attention | forward b=1, {args.tokens} tok, {args.queries} q (ms) | encode b=1 (ms) "
         f"| train step b={args.train_batch}, median (ms) | min (ms) "

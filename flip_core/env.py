@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 LOCAL_DEFAULTS = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # single-node Ray binds 127.0.0.1
@@ -14,11 +15,14 @@ LOCAL_DEFAULTS = {
 }
 
 
+def _local_defaults(use_gpu: bool) -> dict[str, str]:
+    """:data:`LOCAL_DEFAULTS`, without ``DS_ACCELERATOR`` when ``use_gpu``."""
+    return {k: v for k, v in LOCAL_DEFAULTS.items() if not (use_gpu and k == "DS_ACCELERATOR")}
+
+
 def apply_local_defaults(use_gpu: bool = False) -> None:
     """Set the loopback/no-telemetry defaults unless the user set them; ``use_gpu`` leaves DS_ACCELERATOR alone."""
-    for key, value in LOCAL_DEFAULTS.items():
-        if key == "DS_ACCELERATOR" and use_gpu:
-            continue
+    for key, value in _local_defaults(use_gpu).items():
         os.environ.setdefault(key, value)
 
 
@@ -38,21 +42,18 @@ def training_worker_env(use_gpu: bool = False) -> dict[str, str]:
     """Environment for Ray Train workers: :data:`LOCAL_DEFAULTS` (without ``DS_ACCELERATOR`` when ``use_gpu``) plus
     ``GLIBC_TUNABLES`` = :data:`TRAINING_MALLOC_TUNABLES`, unless the user's environment already sets it (then theirs
     is passed on unchanged)."""
-    env = {k: v for k, v in LOCAL_DEFAULTS.items() if not (use_gpu and k == "DS_ACCELERATOR")}
+    env = _local_defaults(use_gpu)
     env["GLIBC_TUNABLES"] = os.environ.get("GLIBC_TUNABLES", TRAINING_MALLOC_TUNABLES)
     return env
 
 
-def reexec_with_training_malloc(argv: list[str] | None = None) -> None:
-    """Restart this Python process with ``GLIBC_TUNABLES`` = :data:`TRAINING_MALLOC_TUNABLES` unless it is already
-    set (benchmarks use it to measure under the allocator settings the training workers run with). Returns only
-    when nothing needed to change."""
-    import sys
-
+def reexec_with_training_malloc() -> None:
+    """Restart this Python process (same ``sys.argv``) with ``GLIBC_TUNABLES`` = :data:`TRAINING_MALLOC_TUNABLES`
+    unless it is already set (benchmarks use it to measure under the allocator settings the training workers run
+    with). Returns only when nothing needed to change."""
     if "GLIBC_TUNABLES" in os.environ:
         return
     os.environ["GLIBC_TUNABLES"] = TRAINING_MALLOC_TUNABLES
-    args = [sys.executable, *sys.argv] if argv is None else [sys.executable, *argv]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, args)
+    os.execv(sys.executable, [sys.executable, *sys.argv])

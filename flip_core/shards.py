@@ -266,10 +266,7 @@ class _VlenRows:
         self._mem_space = h5py.h5s.create_simple((1,))
         self._out = np.empty((1,), dtype=dataset.dtype)
 
-    def read(self, i: int) -> bytes:
-        return self.read_array(i).tobytes()
-
-    def read_array(self, i: int) -> np.ndarray:
+    def read(self, i: int) -> np.ndarray:
         """Row ``i`` as a fresh 1-D uint8 array (h5py allocates one per vlen element; nothing here reuses it)."""
         i = int(i)
         if not 0 <= i < self.length:
@@ -322,19 +319,16 @@ class ShardReader:
             self._rows = {}
         return self._file
 
-    def _vlen_row(self, name: str, i: int) -> bytes:
-        """Row ``i`` of the variable-length uint8 dataset ``name`` as bytes (loader hot path, see :class:`_VlenRows`)."""
-        rows = self._vlen_rows(name)
-        return rows.read(i) if isinstance(rows, _VlenRows) else rows[i].tobytes()
-
-    def _vlen_rows(self, name: str) -> _VlenRows | h5py.Dataset:
+    def _vlen_row(self, name: str, i: int) -> np.ndarray:
+        """Row ``i`` of the variable-length uint8 dataset ``name`` as a 1-D uint8 array (loader hot path, see
+        :class:`_VlenRows`)."""
         file = self.file  # first: reopens (and drops the cached row readers) in a new process
         rows = self._rows.get(name)
         if rows is None:
             ds = file[name]
             vlen = ds.ndim == 1 and h5py.check_vlen_dtype(ds.dtype) is not None
             rows = self._rows[name] = _VlenRows(ds) if vlen else ds
-        return rows
+        return rows.read(i) if isinstance(rows, _VlenRows) else rows[i]
 
     def _array(self, name: str) -> np.ndarray:
         if name not in self._cache:
@@ -366,12 +360,11 @@ class ShardReader:
     # -- images ------------------------------------------------------------------------------------------------
     def image_bytes(self, i: int) -> bytes:
         """Stored JPEG bytes of image ``i``."""
-        return self._vlen_row("rgb_images", i)
+        return self._vlen_row("rgb_images", i).tobytes()
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` decoded to (H, W, 3) uint8 RGB."""
-        rows = self._vlen_rows("rgb_images")
-        return decode_rgb(rows.read_array(i) if isinstance(rows, _VlenRows) else rows[i])
+        return decode_rgb(self._vlen_row("rgb_images", i))
 
     def image_id(self, i: int) -> int:
         return int(self._array("coco_image_ids")[i])

@@ -2,8 +2,12 @@
 
 Public API::
 
-    from cython_ops import (sample_patches, sample_mask_targets, augment_position, sample_num_tokens,
-                            PatchSample, DEFAULT_SAMPLES_PER_GROUP)
+    from cython_ops import (sample_patches, place_patches, crop_patches, sample_mask_targets, augment_position,
+                            sample_num_tokens, PatchSample, PatchPlacement, DEFAULT_SAMPLES_PER_GROUP)
+
+``sample_patches`` is ``place_patches`` (every random draw; needs only the image size) followed by ``crop_patches``
+(no draw; reads pixels). The training loader places the patches of all prompts of an image first and then decodes
+only the pixel box their crops read (``flip_core.data.dataset``).
 
 Backends (explicit, never a silent fallback):
 
@@ -23,16 +27,20 @@ import os
 import numpy as np
 
 from . import reference
-from ._common import DEFAULT_SAMPLES_PER_GROUP, PatchSample, patch_quota
+from ._common import DEFAULT_SAMPLES_PER_GROUP, PatchPlacement, PatchSample, patch_quota, union_box
 from ._position import augment_position, sample_num_tokens
 
 __all__ = [
     "sample_patches",
+    "place_patches",
+    "crop_patches",
+    "union_box",
     "sample_mask_targets",
     "augment_position",
     "sample_num_tokens",
     "patch_quota",
     "PatchSample",
+    "PatchPlacement",
     "DEFAULT_SAMPLES_PER_GROUP",
     "BACKENDS",
     "resolve_backend",
@@ -128,6 +136,54 @@ def sample_patches(image: np.ndarray, position, num_tokens: int, patch_sizes, ov
     impl = reference if resolve_backend(backend) == "numpy" else _cython()
     return impl.sample_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
                                convention=convention)
+
+
+def place_patches(image_size, position, num_tokens: int, patch_sizes, overlap_threshold: float | None,
+                  coverage: float | None, rng: np.random.Generator, *, convention: str = "exact",
+                  backend: str | None = None) -> PatchPlacement:
+    """Steps 1-4 of :func:`sample_patches` (frame change, quotas, placement): every random draw, no pixel read.
+
+    Args:
+        image_size: ``(H, W)`` of the image in px; ``H, W >= max(patch_sizes) + 2``.
+        position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, convention, backend: as
+            :func:`sample_patches`.
+
+    Returns:
+        :class:`PatchPlacement`: the parameters, counts per resolution, frame-P centres (float64) and frame-M
+        coordinates (float32), and ``box``, the half-open pixel box its crops read.
+
+    Raises:
+        ValueError, TypeError, ImportError: as :func:`sample_patches` (``image_size`` not two positive integers or
+            too small instead of a bad image).
+    """
+    impl = reference if resolve_backend(backend) == "numpy" else _cython()
+    return impl.place_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
+                              convention=convention)
+
+
+def crop_patches(image: np.ndarray, placement: PatchPlacement, *, origin=(0, 0),
+                 backend: str | None = None) -> PatchSample:
+    """Step 5 of :func:`sample_patches`: the bilinear crops of a placement (no random draw).
+
+    ``place_patches`` + ``crop_patches`` on the whole image gives exactly ``sample_patches``' output for the same
+    generator state; on a region of the image that covers ``placement.box`` it gives the same bytes.
+
+    Args:
+        image: (h, w, 3) uint8 RGB, C-contiguous: the whole image (``origin=(0, 0)``) or a region of it.
+        placement: from :func:`place_patches` (for an image of that full size).
+        origin: ``(x, y)`` image pixel of ``image[0, 0]``.
+        backend: ``"cython"`` or ``"numpy"``; None reads ``FLIP_OPS_BACKEND``.
+
+    Returns:
+        :class:`PatchSample` (patches of the placement's centres; coords and indices as :func:`sample_patches`).
+
+    Raises:
+        ValueError: bad image, or a region that does not cover ``placement.box`` (both boxes named).
+        TypeError: ``placement`` is not a :class:`PatchPlacement`.
+        ImportError: backend "cython" while the extension is not built.
+    """
+    impl = reference if resolve_backend(backend) == "numpy" else _cython()
+    return impl.crop_patches(image, placement, origin)
 
 
 def sample_mask_targets(mask: np.ndarray, position, samples_per_group, rng: np.random.Generator, *,

@@ -71,6 +71,37 @@ class PatchParams:
     """Area factor of the quota rule."""
 
 
+class PatchPlacement(NamedTuple):
+    """Output of ``place_patches``: where the patches of one prompt go, before any pixel is read.
+
+    Arrays hold one quota-sized slot per resolution (slot r starts at ``sum(params.quota[:r])``); the first
+    ``counts[r]`` rows of slot r are the placed patches, in placement order.
+
+    Attributes:
+        params: the validated parameters (frame P), including the drawn ``overlap_threshold``/``coverage``.
+        counts: patches placed per resolution.
+        centres: (sum(quota), 2) float64 patch centres ``(x, y)`` in image pixels (frame P): what the crops use.
+        coords: (sum(quota), 2) float32 the same centres in frame M (``x / 128 - W / 256``).
+        box: half-open ``(x0, y0, x1, y1)`` box of the image pixels the bilinear crops read, None without patches:
+            a patch of size p centred on (cx, cy) reads columns ``floor(cx - p/2 + 0.5) .. floor(cx - p/2 + 0.5) + p``
+            and the same rows (spec 3.3 step 5); placement keeps them inside the image.
+    """
+
+    params: PatchParams
+    counts: tuple[int, ...]
+    centres: np.ndarray
+    coords: np.ndarray
+    box: tuple[int, int, int, int] | None
+
+
+def union_box(boxes) -> tuple[int, int, int, int] | None:
+    """Smallest half-open box holding every non-None ``(x0, y0, x1, y1)`` of ``boxes``; None when there is none."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MaskParams:
     """Validated ``sample_mask_targets`` parameters: the crop box in frame P (inclusive) and the group sizes."""
@@ -111,6 +142,34 @@ def check_image(image) -> tuple[int, int]:
     if not image.flags.c_contiguous:
         raise ValueError("image must be C-contiguous; pass np.ascontiguousarray(image)")
     return int(image.shape[0]), int(image.shape[1])
+
+
+def check_image_size(image_size) -> tuple[int, int]:
+    """Validate ``(H, W)``: two integers in ``[1, 2**31)``; return them as ints."""
+    try:
+        height, width = image_size
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (H, W), got {repr(image_size)[:80]}") from None
+    return _check_int("image height", height, 1, 2**31 - 1), _check_int("image width", width, 1, 2**31 - 1)
+
+
+def check_region(image, placement: PatchPlacement, origin) -> tuple[int, int]:
+    """Validate an image region for ``crop_patches``: (h, w, 3) uint8 C-contiguous, its pixel (0, 0) at image pixel
+    ``origin = (x, y)``, covering ``placement.box``; return the origin as ints."""
+    if not isinstance(placement, PatchPlacement):
+        raise TypeError(f"placement must come from cython_ops.place_patches, got {type(placement).__name__}")
+    height, width = check_image(image)
+    try:
+        ox, oy = origin
+        ox, oy = _check_int("origin x", ox, 0, 2**31 - 1), _check_int("origin y", oy, 0, 2**31 - 1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"origin must be two non-negative integers (x, y), got {origin!r}: {exc}") from None
+    box = placement.box
+    if box is not None and not (ox <= box[0] and oy <= box[1] and ox + width >= box[2] and oy + height >= box[3]):
+        raise ValueError(
+            f"image region [{oy}, {oy + height}) x [{ox}, {ox + width}) (rows x columns) does not cover the pixels the "
+            f"crops read: [{box[1]}, {box[3]}) x [{box[0]}, {box[2]})")
+    return ox, oy
 
 
 def check_mask(mask) -> np.ndarray:
@@ -270,10 +329,11 @@ def _frame_p(position: np.ndarray, width: int, height: int, convention: str) -> 
     return pos_p[:4] + [pos_p[4] / norm, pos_p[5] / norm]
 
 
-def prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
+def prepare_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
                     convention) -> PatchParams:
-    """Validate ``sample_patches`` arguments, draw thr/coverage if requested, and convert to frame P."""
-    height, width = check_image(image)
+    """Validate ``place_patches`` arguments (``image_size`` = (H, W)), draw thr/coverage if requested, and convert to
+    frame P."""
+    height, width = check_image_size(image_size)
     pos = check_position(position)
     num_tokens = check_num_tokens(num_tokens)
     sizes = check_patch_sizes(patch_sizes)

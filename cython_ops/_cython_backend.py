@@ -9,22 +9,48 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._common import PatchSample, check_mask_area, prepare_mask, prepare_patches, split_patches
+from ._common import (
+    PatchPlacement,
+    PatchSample,
+    check_image,
+    check_mask_area,
+    check_region,
+    prepare_mask,
+    prepare_patches,
+    split_patches,
+)
+
+
+def place_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, *,
+                  convention="exact") -> PatchPlacement:
+    """Compiled :func:`cython_ops.place_patches`."""
+    params = prepare_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
+                             convention)
+    total = sum(params.quota)
+    centres = np.empty((total, 2), dtype=np.float64)
+    coords = np.empty((total, 2), dtype=np.float32)
+    (mx, my), (sx, sy), (a, b) = params.centre, params.sigma, params.rot
+    counts, box = _kernels.place_patches(params.width, params.height, mx, my, sx, sy, a, b, params.patch_sizes,
+                                         params.quota, params.overlap_threshold, centres, coords, rng)
+    return PatchPlacement(params, counts, centres, coords, box)
+
+
+def crop_patches(image, placement, origin=(0, 0)) -> PatchSample:
+    """Compiled :func:`cython_ops.crop_patches`."""
+    ox, oy = check_region(image, placement, origin)
+    params = placement.params
+    patches_flat = np.empty(sum(q * 3 * p * p for p, q in zip(params.patch_sizes, params.quota)), dtype=np.uint8)
+    _kernels.crop_patches(image, ox, oy, params.patch_sizes, params.quota, placement.counts, placement.centres,
+                          patches_flat)
+    return split_patches(params, placement.counts, patches_flat, placement.coords)
 
 
 def sample_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, *,
                    convention="exact") -> PatchSample:
-    """Compiled :func:`cython_ops.sample_patches`."""
-    params = prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, convention)
-    sizes = np.array(params.patch_sizes, dtype=np.int32)
-    quota = np.array(params.quota, dtype=np.int32)
-    patches_flat = np.empty(sum(q * 3 * p * p for p, q in zip(params.patch_sizes, params.quota)), dtype=np.uint8)
-    coords_flat = np.empty((sum(params.quota), 2), dtype=np.float32)
-    counts = np.zeros(len(params.quota), dtype=np.int32)
-    (mx, my), (sx, sy), (a, b) = params.centre, params.sigma, params.rot
-    _kernels.place_patches(image, mx, my, sx, sy, a, b, sizes, quota, params.overlap_threshold, patches_flat,
-                           coords_flat, counts, rng)
-    return split_patches(params, counts, patches_flat, coords_flat)
+    """Compiled :func:`cython_ops.sample_patches`: :func:`place_patches` then :func:`crop_patches`."""
+    size = check_image(image)
+    return crop_patches(image, place_patches(size, position, num_tokens, patch_sizes, overlap_threshold, coverage,
+                                             rng, convention=convention))
 
 
 def sample_mask_targets(mask, position, samples_per_group, rng, *, convention="exact"):

@@ -1,9 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython kernels of ``cython_ops``: patch placement/extraction and mask-target sampling.
+"""Cython kernels of ``cython_ops``: patch placement, patch crops and mask-target sampling.
 
 Private: call them through :mod:`cython_ops` (the wrappers in ``_cython_backend.py`` validate every argument; the
-kernels trust theirs). Both kernels run without the GIL while holding the ``rng.bit_generator.lock`` (as numpy
-requires for direct ``bitgen_t`` use), so calls with *different* generators run in parallel threads. Random numbers
+kernels trust theirs). All kernels run without the GIL; the two that draw (placement, mask targets) hold the
+``rng.bit_generator.lock`` meanwhile (as numpy requires for direct ``bitgen_t`` use), so calls with *different*
+generators run in parallel threads. The crops draw nothing, so they can run after placement, on an image region
+decoded once the placement of every prompt is known (``flip_core.data.dataset``). Random numbers
 come only from numpy's C distribution functions on that ``bitgen_t`` (``random_standard_normal``,
 ``random_standard_uniform``, ``random_bounded_uint64``), the same functions ``numpy.random.Generator`` uses, so
 the NumPy reference (:mod:`cython_ops.reference`) reproduces every draw.
@@ -127,9 +129,10 @@ cdef void _grid_add(Grid* g, double x0, double y0, double x1, double y1) noexcep
             g.n_ent += 1
 
 
-cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, uint8_t* out, float* hbuf,
-                    uint8_t* row) noexcept nogil:
+cdef void _bilinear(const uint8_t[:, :, ::1] img, int ox, int oy, double cx, double cy, int p, uint8_t* out,
+                    float* hbuf, uint8_t* row) noexcept nogil:
     """(3, p, p) native-scale bilinear crop, separable; see ``reference._bilinear_patch`` for the exact formula.
+    ``(cx, cy)`` is in image pixels (frame P); ``img`` holds the image from pixel ``(ox, oy)`` on.
 
     Horizontal float32 blend of the p + 1 source rows into ``hbuf`` ((p + 1) x 3p), vertical blend into one
     interleaved RGB row, then de-interleaving into the channel planes. Row loops are contiguous with pointer-sized
@@ -147,7 +150,7 @@ cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, u
     cdef float* hr
     cdef float* hn
     for yy in range(p + 1):
-        src = &img[y0 + yy, x0, 0]
+        src = &img[y0 - oy + yy, x0 - ox, 0]
         src3 = src + 3
         hr = hbuf + yy * n
         for j in range(n):
@@ -163,24 +166,29 @@ cdef void _bilinear(const uint8_t[:, :, ::1] img, double cx, double cy, int p, u
             out[(2 * p + yy) * p + xx] = row[3 * xx + 2]
 
 
-cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, double sy, double a, double b,
-                const int32_t[::1] sizes, const int32_t[::1] quota, double thr, uint8_t* pout, float* cout,
-                int32_t[::1] counts, bitgen_t* bg) noexcept nogil:
-    cdef int height = img.shape[0], width = img.shape[1], nres = sizes.shape[0]
-    cdef int r, p, q, att, acc, total = 0, cell = 0, pmax = 1, span
-    cdef int64_t pofs = 0, cofs = 0, entries = 0
+cdef enum:
+    MAX_RES = 16  # patch sizes are distinct powers of two <= 256 (validated by the wrapper): at most 9
+
+
+cdef int _place(int width, int height, double mx, double my, double sx, double sy, double a, double b, int nres,
+                const int* sizes, const int* quota, double thr, double* pcen, float* cout, int* counts,
+                int* box, bitgen_t* bg) noexcept nogil:
+    """Placement loop; ``box`` gets the half-open (x0, y0, x1, y1) pixel box the crops of the placed patches read
+    (x1 = -1 when nothing was placed)."""
+    cdef int r, p, q, att, acc, total = 0, cell = 0, span, bx, by
+    cdef int64_t cofs = 0, entries = 0
     cdef int32_t query = 0
     cdef double h, limit, z1, z2, u, v, cx, cy
     cdef Grid g
-    cdef uint8_t row[3 * 256]  # bilinear scratch; patch sizes are <= 256 (validated by the wrapper)
-    cdef float* hbuf
+    box[0] = width
+    box[1] = height
+    box[2] = -1
+    box[3] = -1
     for r in range(nres):
         counts[r] = 0
         total += quota[r]
-        if quota[r] > 0:
-            pmax = sizes[r]
-            if cell == 0:
-                cell = 2 * sizes[r]  # grid cell: twice the smallest requested patch size
+        if quota[r] > 0 and cell == 0:
+            cell = 2 * sizes[r]  # grid cell: twice the smallest requested patch size
     if total == 0:
         return 0
     for r in range(nres):  # a box of size p covers at most (p // cell + 2)^2 cells
@@ -188,11 +196,7 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
         entries += <int64_t>quota[r] * span * span
     if entries >= 2147483647:  # list entries are indexed with int32
         return -1
-    hbuf = <float*>malloc(<int64_t>(pmax + 1) * 3 * pmax * sizeof(float))
-    if hbuf == NULL:
-        return -1
     if _grid_init(&g, cell, width, height, total, entries) != 0:
-        free(hbuf)
         return -1
     for r in range(nres):
         p = sizes[r]
@@ -215,32 +219,106 @@ cdef int _place(const uint8_t[:, :, ::1] img, double mx, double my, double sx, d
             if _overlaps_too_much(&g, cx - h, cy - h, cx + h, cy + h, limit, query):
                 continue
             _grid_add(&g, cx - h, cy - h, cx + h, cy + h)
-            _bilinear(img, cx, cy, p, pout + pofs + <int64_t>acc * 3 * p * p, hbuf, row)
+            bx = <int>(cx - h + 0.5)  # first column/row the bilinear crop reads (see _bilinear); it reads p + 1
+            by = <int>(cy - h + 0.5)
+            if bx < box[0]:
+                box[0] = bx
+            if by < box[1]:
+                box[1] = by
+            if bx + p + 1 > box[2]:
+                box[2] = bx + p + 1
+            if by + p + 1 > box[3]:
+                box[3] = by + p + 1
+            pcen[2 * (cofs + acc)] = cx
+            pcen[2 * (cofs + acc) + 1] = cy
             cout[2 * (cofs + acc)] = <float>(cx / 128.0 - width / 256.0)
             cout[2 * (cofs + acc) + 1] = <float>(cy / 128.0 - height / 256.0)
             acc += 1
         counts[r] = acc
-        pofs += <int64_t>q * 3 * p * p
         cofs += q
     _grid_free(&g)
+    return 0
+
+
+cdef int _to_c(tuple values, int* out) except -1:
+    cdef int i, n = len(values)
+    if n > MAX_RES:
+        raise ValueError(f"at most {MAX_RES} patch sizes, got {n}")
+    for i in range(n):
+        out[i] = values[i]
+    return n
+
+
+def place_patches(int width, int height, double mx, double my, double sx, double sy, double a, double b,
+                  tuple sizes, tuple quota, double thr, double[:, ::1] centres_out, float[:, ::1] coords_out,
+                  object rng):
+    """Place patches (spec 3.3) into quota-sized slots of the output buffers: frame-P centres (float64) and frame-M
+    coordinates (float32); see :func:`cython_ops.place_patches`. Returns ``(counts, box)``: patches placed per
+    resolution and the half-open pixel box ``(x0, y0, x1, y1)`` their crops read (None without patches).
+    Raises MemoryError."""
+    cdef bitgen_t* bg = _bitgen(rng)
+    cdef int err, r, nres
+    cdef int c_sizes[MAX_RES]
+    cdef int c_quota[MAX_RES]
+    cdef int c_counts[MAX_RES]
+    cdef int box[4]
+    cdef double* pcen = &centres_out[0, 0] if centres_out.shape[0] > 0 else NULL
+    cdef float* cout = &coords_out[0, 0] if coords_out.shape[0] > 0 else NULL
+    nres = _to_c(sizes, c_sizes)
+    _to_c(quota, c_quota)
+    with rng.bit_generator.lock:
+        with nogil:
+            err = _place(width, height, mx, my, sx, sy, a, b, nres, c_sizes, c_quota, thr, pcen, cout, c_counts,
+                         box, bg)
+    if err:
+        raise MemoryError("cython_ops: out of memory in place_patches")
+    counts = tuple([c_counts[r] for r in range(nres)])
+    return counts, ((box[0], box[1], box[2], box[3]) if box[2] >= 0 else None)
+
+
+cdef int _crop(const uint8_t[:, :, ::1] img, int ox, int oy, int nres, const int* sizes, const int* quota,
+               const int* counts, const double* pcen, uint8_t* pout) noexcept nogil:
+    cdef int r, p, k, pmax = 1
+    cdef int64_t pofs = 0, cofs = 0
+    cdef uint8_t row[3 * 256]  # bilinear scratch; patch sizes are <= 256 (validated by the wrapper)
+    cdef float* hbuf
+    for r in range(nres):
+        if counts[r] > 0:
+            pmax = sizes[r]
+    hbuf = <float*>malloc(<int64_t>(pmax + 1) * 3 * pmax * sizeof(float))
+    if hbuf == NULL:
+        return -1
+    for r in range(nres):
+        p = sizes[r]
+        for k in range(counts[r]):
+            _bilinear(img, ox, oy, pcen[2 * (cofs + k)], pcen[2 * (cofs + k) + 1], p,
+                      pout + pofs + <int64_t>k * 3 * p * p, hbuf, row)
+        pofs += <int64_t>quota[r] * 3 * p * p
+        cofs += quota[r]
     free(hbuf)
     return 0
 
 
-def place_patches(const uint8_t[:, :, ::1] image, double mx, double my, double sx, double sy, double a, double b,
-                  const int32_t[::1] sizes, const int32_t[::1] quota, double thr, uint8_t[::1] patches_out,
-                  float[:, ::1] coords_out, int32_t[::1] counts_out, object rng):
-    """Place and crop patches (spec 3.3) into quota-sized slots of the flat output buffers; see
-    :func:`cython_ops.sample_patches`. Frame P in, frame M coordinates out. Raises MemoryError."""
-    cdef bitgen_t* bg = _bitgen(rng)
-    cdef int err
+def crop_patches(const uint8_t[:, :, ::1] image, int ox, int oy, tuple sizes, tuple quota, tuple counts,
+                 const double[:, ::1] centres, uint8_t[::1] patches_out):
+    """Bilinear crops (spec 3.3 step 5) of placed patches into quota-sized slots of ``patches_out``; ``image`` is
+    the image region whose pixel (0, 0) is image pixel (ox, oy) and which covers every crop (the wrapper checks).
+    See :func:`cython_ops.crop_patches`. Raises MemoryError."""
+    cdef int err, nres
+    cdef int c_sizes[MAX_RES]
+    cdef int c_quota[MAX_RES]
+    cdef int c_counts[MAX_RES]
     cdef uint8_t* pout = &patches_out[0] if patches_out.shape[0] > 0 else NULL
-    cdef float* cout = &coords_out[0, 0] if coords_out.shape[0] > 0 else NULL
-    with rng.bit_generator.lock:
-        with nogil:
-            err = _place(image, mx, my, sx, sy, a, b, sizes, quota, thr, pout, cout, counts_out, bg)
+    cdef const double* pcen = &centres[0, 0] if centres.shape[0] > 0 else NULL
+    if pout == NULL or pcen == NULL:
+        return
+    nres = _to_c(sizes, c_sizes)
+    _to_c(quota, c_quota)
+    _to_c(counts, c_counts)
+    with nogil:
+        err = _crop(image, ox, oy, nres, c_sizes, c_quota, c_counts, pcen, pout)
     if err:
-        raise MemoryError("cython_ops: out of memory in place_patches")
+        raise MemoryError("cython_ops: out of memory in crop_patches")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,8 +22,11 @@ from ._common import (
     NUM_GROUPS,
     MaskParams,
     PatchParams,
+    PatchPlacement,
     PatchSample,
+    check_image,
     check_mask_area,
+    check_region,
     prepare_mask,
     prepare_patches,
     split_patches,
@@ -32,6 +35,8 @@ from ._position import augment_position, sample_num_tokens
 
 __all__ = [
     "sample_patches",
+    "place_patches",
+    "crop_patches",
     "sample_mask_targets",
     "augment_position",
     "sample_num_tokens",
@@ -42,8 +47,9 @@ __all__ = [
 ]
 
 
-def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int) -> np.ndarray:
-    """(3, p, p) uint8 native-scale bilinear crop centred on (cx, cy), frame P (spec 3.3 step 5).
+def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int, origin=(0, 0)) -> np.ndarray:
+    """(3, p, p) uint8 native-scale bilinear crop centred on (cx, cy), frame P (spec 3.3 step 5); ``image`` holds the
+    image from pixel ``origin = (x, y)`` on.
 
     Base sample point ``X0 = cx - p/2 + 0.5`` (same for y); ``x0 = floor(X0)``, ``dx = X0 - x0``; pixel ``ix`` blends
     columns ``x0 + ix`` and ``x0 + ix + 1``, rows likewise. Separable, in float32: first
@@ -56,19 +62,21 @@ def _bilinear_patch(image: np.ndarray, cx: float, cy: float, p: int) -> np.ndarr
     x0, y0 = int(bx), int(by)
     ax, dx = np.float32(1.0 - (bx - x0)), np.float32(bx - x0)
     ay, dy = np.float32(1.0 - (by - y0)), np.float32(by - y0)
+    x0, y0 = x0 - origin[0], y0 - origin[1]
     f = image[y0:y0 + p + 1, x0:x0 + p + 1].astype(np.float32)  # (p+1, p+1, 3)
     hz = ax * f[:, :-1] + dx * f[:, 1:]  # (p+1, p, 3)
     v = ay * hz[:-1] + dy * hz[1:]
     return np.floor(v + np.float32(0.5)).astype(np.uint8).transpose(2, 0, 1)
 
 
-def _place(params: PatchParams, image: np.ndarray, rng: np.random.Generator):
-    """Placement loop (spec 3.3) with the nominal overlap rule checked against every placed box."""
+def _place(params: PatchParams, rng: np.random.Generator):
+    """Placement loop (spec 3.3) with the nominal overlap rule checked against every placed box; returns the counts
+    per resolution and the accepted centres (frame P) in order."""
     (mx, my), (sx, sy), (a, b) = params.centre, params.sigma, params.rot
     w, h_img = params.width, params.height
     boxes = np.empty((sum(params.quota), 4))  # x0, y0, x1, y1 of every accepted box, all resolutions
     n_boxes = 0
-    counts, patches, coords = [], [], []
+    counts, centres = [], []
     for p, quota in zip(params.patch_sizes, params.quota):
         h = p / 2.0
         limit = params.overlap_threshold * p * p
@@ -90,29 +98,58 @@ def _place(params: PatchParams, image: np.ndarray, rng: np.random.Generator):
             boxes[n_boxes] = (cx - h, cy - h, cx + h, cy + h)
             n_boxes += 1
             accepted += 1
-            patches.append(_bilinear_patch(image, cx, cy, p).ravel())
-            coords.append((cx / 128.0 - w / 256.0, cy / 128.0 - h_img / 256.0))
+            centres.append((cx, cy))
         counts.append(accepted)
-    return counts, patches, coords
+    return counts, centres
+
+
+def place_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, *,
+                  convention="exact") -> PatchPlacement:
+    """NumPy reference of :func:`cython_ops.place_patches` (same arguments, outputs and draw order)."""
+    params = prepare_patches(image_size, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng,
+                             convention)
+    counts, placed = _place(params, rng)
+    placed = np.asarray(placed, np.float64).reshape(-1, 2)
+    # Quota-sized slot per resolution, laid out like the Cython kernel's buffers.
+    centres = np.zeros((sum(params.quota), 2), np.float64)
+    start = k = 0
+    for q, n in zip(params.quota, counts):
+        centres[start:start + n] = placed[k:k + n]
+        start += q
+        k += n
+    coords = np.stack([centres[:, 0] / 128.0 - params.width / 256.0,
+                       centres[:, 1] / 128.0 - params.height / 256.0], axis=1).astype(np.float32)
+    box = None
+    if len(placed):  # the pixels the crops read: p + 1 columns/rows from floor(c - p/2 + 0.5) (_bilinear_patch)
+        sizes = np.repeat(np.asarray(params.patch_sizes, np.float64), counts)[:, None]
+        first = np.floor(placed - sizes / 2.0 + 0.5)
+        lo, hi = first.min(axis=0), (first + sizes + 1).max(axis=0)
+        box = (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+    return PatchPlacement(params, tuple(counts), centres, coords, box)
+
+
+def crop_patches(image, placement, origin=(0, 0)) -> PatchSample:
+    """NumPy reference of :func:`cython_ops.crop_patches`."""
+    origin = check_region(image, placement, origin)
+    params = placement.params
+    patches_flat = np.zeros(sum(q * 3 * p * p for p, q in zip(params.patch_sizes, params.quota)), np.uint8)
+    p_off = c_off = 0
+    for p, q, n in zip(params.patch_sizes, params.quota, placement.counts):
+        for j in range(n):
+            cx, cy = placement.centres[c_off + j]
+            patches_flat[p_off + j * 3 * p * p:p_off + (j + 1) * 3 * p * p] = _bilinear_patch(
+                image, float(cx), float(cy), p, origin).ravel()
+        p_off += q * 3 * p * p
+        c_off += q
+    return split_patches(params, placement.counts, patches_flat, placement.coords)
 
 
 def sample_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, *,
                    convention="exact") -> PatchSample:
     """NumPy reference of :func:`cython_ops.sample_patches` (same arguments, outputs and draw order)."""
-    params = prepare_patches(image, position, num_tokens, patch_sizes, overlap_threshold, coverage, rng, convention)
-    counts, patches, coords = _place(params, image, rng)
-    # Flat buffers laid out like the Cython kernel's (quota-sized slot per resolution) so split_patches works.
-    patches_flat = np.zeros(sum(q * 3 * p * p for p, q in zip(params.patch_sizes, params.quota)), np.uint8)
-    coords_flat = np.zeros((sum(params.quota), 2), np.float32)
-    p_off = c_off = k = 0
-    for p, q, n in zip(params.patch_sizes, params.quota, counts):
-        for j in range(n):
-            patches_flat[p_off + j * 3 * p * p:p_off + (j + 1) * 3 * p * p] = patches[k]
-            coords_flat[c_off + j] = coords[k]
-            k += 1
-        p_off += q * 3 * p * p
-        c_off += q
-    return split_patches(params, counts, patches_flat, coords_flat)
+    size = check_image(image)
+    return crop_patches(image, place_patches(size, position, num_tokens, patch_sizes, overlap_threshold, coverage,
+                                             rng, convention=convention))
 
 
 def boundary_pixels(inside: np.ndarray) -> np.ndarray:

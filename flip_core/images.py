@@ -18,6 +18,12 @@ about 20% faster per image than Pillow in the training loader) with the same dec
 integer DCT, fancy upsampling), so the pixels are identical (``tests/test_shards.py`` checks every JPEG under
 ``../shared/data``); only YCbCr and greyscale JPEGs take that path, everything else (other formats, CMYK/YCCK or
 RGB-coded JPEGs, whose colour conversion differs) goes to Pillow.
+
+The training loader opens an item with :func:`open_rgb` and decodes only the pixel box its patch crops read
+(:meth:`RgbSource.decode_region`, libjpeg-turbo's row skipping and column cropping through ``cython_ops._jpeg``):
+the same pixels as the whole decode, without the rows below the box and with the rows above it only
+entropy-decoded. When that extension is not built (no libjpeg-turbo headers at install time) or a JPEG is not one
+it decodes, the whole image is decoded as above.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ from PIL import Image
 
 from datasets_spec.base import RecordError
 
+try:
+    from cython_ops._jpeg import DECODABLE as _REGION_COLORSPACES
+    from cython_ops._jpeg import JpegRegionDecoder
+except ImportError:  # built without libjpeg-turbo headers (setup.py warned): whole-image decoding only
+    JpegRegionDecoder = None
+    _REGION_COLORSPACES = ()
+
 __all__ = [
     "ENCODING_SOURCE_JPEG",
     "ENCODING_REENCODED_JPEG",
@@ -43,6 +56,9 @@ __all__ = [
     "EncodedImage",
     "prepare_image",
     "decode_rgb",
+    "RgbSource",
+    "open_rgb",
+    "region_decoding_available",
     "encode_mask_png",
     "decode_mask_png",
 ]
@@ -197,6 +213,73 @@ def decode_rgb(data: bytes | np.ndarray) -> np.ndarray:
             pass  # anything libjpeg-turbo calls corrupt gets Pillow's error (or Pillow's tolerance)
     with Image.open(io.BytesIO(data)) as img:
         return np.array(img.convert("RGB") if img.mode != "RGB" else img)
+
+
+def region_decoding_available() -> bool:
+    """True when ``cython_ops._jpeg`` (JPEG region decoding, linked against libjpeg-turbo) is built."""
+    return JpegRegionDecoder is not None
+
+
+class RgbSource:
+    """One ``rgb_images`` item, size known from its header, pixels decoded on demand (use :func:`open_rgb`).
+
+    Attributes:
+        height, width: image size in px.
+        region_decoding: whether :meth:`decode_region` decodes only the box (a YCbCr or greyscale JPEG and the
+            extension built); otherwise it returns the whole image.
+    """
+
+    __slots__ = ("_data", "_jpeg", "_full", "height", "width", "region_decoding")
+
+    def __init__(self, data: bytes | np.ndarray):
+        if not isinstance(data, (bytes, np.ndarray)):
+            data = bytes(data)
+        self._data, self._jpeg, self._full = data, None, None
+        if JpegRegionDecoder is not None and bytes(data[:2]) == b"\xff\xd8":
+            try:
+                jpeg = JpegRegionDecoder(data)
+            except ValueError:
+                jpeg = None  # decode_rgb gives Pillow's error, or Pillow's tolerance
+            if jpeg is not None and jpeg.colorspace in _REGION_COLORSPACES:
+                self._jpeg = jpeg
+        if self._jpeg is not None:
+            self.height, self.width = self._jpeg.height, self._jpeg.width
+        else:
+            self._full = decode_rgb(data)
+            self.height, self.width = self._full.shape[:2]
+        self.region_decoding = self._jpeg is not None
+
+    def decode_region(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+        """Pixels of the half-open box ``(x0, y0, x1, y1)`` (image px; clipped to the image), decoded once.
+
+        Returns:
+            ``(region, (x, y))``: (h, w, 3) uint8 RGB, C-contiguous, covering the clipped box, whose pixel (0, 0) is
+            image pixel ``(x, y)``. It may be larger than the box (JPEG columns are decoded in whole iMCUs; the whole
+            image when region decoding is not available); its pixels equal :func:`decode_rgb`'s.
+
+        Raises:
+            ValueError: a second call, or an undecodable image (Pillow's message).
+        """
+        if self._jpeg is None:
+            if self._full is None:
+                raise ValueError("RgbSource.decode_region may be called once")
+            full, self._full = self._full, None
+            return full, (0, 0)
+        jpeg, self._jpeg = self._jpeg, None
+        try:
+            region, x, y = jpeg.decode(*box)
+        except ValueError:  # corrupt/truncated data libjpeg-turbo warns about: Pillow's rules, like decode_rgb
+            return decode_rgb(self._data), (0, 0)
+        return region, (x, y)
+
+
+def open_rgb(data: bytes | np.ndarray) -> RgbSource:
+    """Open ``rgb_images`` bytes (or a 1-D uint8 array of them) for region decoding; see :class:`RgbSource`.
+
+    Raises:
+        ValueError / PIL.UnidentifiedImageError: not a decodable image (as :func:`decode_rgb`).
+    """
+    return RgbSource(data)
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:

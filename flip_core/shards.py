@@ -362,6 +362,11 @@ class ShardReader:
         """Stored JPEG bytes of image ``i``."""
         return self._vlen_row("rgb_images", i).tobytes()
 
+    def image_data(self, i: int) -> np.ndarray | bytes:
+        """Stored bytes of image ``i`` without a copy (a 1-D uint8 array for vlen datasets), e.g. for
+        :func:`flip_core.images.open_rgb`."""
+        return self._vlen_row("rgb_images", i)
+
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` decoded to (H, W, 3) uint8 RGB."""
         return decode_rgb(self._vlen_row("rgb_images", i))

@@ -83,9 +83,9 @@ def test_patch_pixels_are_bilinear_crops(example):
 def test_spec_example_quota_and_nominal_rule(example):
     """Spec 3.4: quota [0, 0, 234, 223, 55] and the nominal rule places all of them (the reference hash ~30 16px)."""
     image, _, position = example
-    ref = prepare_patches(image, position, 512, SIZES, 2.67, 1.44, np.random.default_rng(0), "reference")
+    ref = prepare_patches(image.shape[:2], position, 512, SIZES, 2.67, 1.44, np.random.default_rng(0), "reference")
     assert ref.quota == (0, 0, 234, 223, 55)
-    exact = prepare_patches(image, position, 512, SIZES, 2.67, 1.44, np.random.default_rng(0), "exact")
+    exact = prepare_patches(image.shape[:2], position, 512, SIZES, 2.67, 1.44, np.random.default_rng(0), "exact")
     assert exact.quota == (0, 0, 235, 222, 55)  # exact sigmas are 0.37% smaller (W/2 vs (W-1)/2 scaling)
     for convention, quota in (("reference", ref.quota), ("exact", exact.quota)):
         for seed in range(5):

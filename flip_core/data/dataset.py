@@ -3,10 +3,10 @@
 Per drawn image (flip-spec §5.3, ``HDF5_Dataset.__getitem__``/``_load``), with the draw's own generator
 (:func:`flip_core.data.sampler.sample_generator`, keyed by ``(seed, epoch, position)``):
 
-1. decode the JPEG once; choose ``num_masks_per_image`` usable instances (without replacement when there are
-   enough, with replacement otherwise, like the reference);
+1. read the image header (size only); choose ``num_masks_per_image`` usable instances (without replacement when
+   there are enough, with replacement otherwise, like the reference);
 2. per prompt: ground truth ``gt = moments_to_position(moments)`` (frame N) -> ``input = augment_position(gt)``
-   (§2.2) -> ``num_tokens = sample_num_tokens(min, max, mean)`` (§2.3) -> ``sample_patches`` around the **input**
+   (§2.2) -> ``num_tokens = sample_num_tokens(min, max, mean)`` (§2.3) -> ``place_patches`` around the **input**
    position with random thr/coverage (``None, None``: thr ~ U(0, 4), coverage ~ U(0.1, 2), §3.1) ->
    ``sample_mask_targets`` around the **input** position labelled from the ground-truth mask (§3.6);
 3. random validity filters (§1.5): realised patches ``>= min_tokens`` and mask sampling succeeded. A rejected
@@ -15,7 +15,12 @@ Per drawn image (flip-spec §5.3, ``HDF5_Dataset.__getitem__``/``_load``), with 
    other image, spec §9.10). The deterministic filters were applied when the index was built
    (:mod:`flip_core.data.index`);
 4. frame M: the input position goes through ``position_n_to_m(..., convention)``; patch centres and mask points
-   come back from ``cython_ops`` in frame M already.
+   come back from ``cython_ops`` in frame M already;
+5. decode the image once, only the pixel box the crops of all accepted prompts read
+   (:meth:`flip_core.images.RgbSource.decode_region`), and crop the patches (``crop_patches``). Placement draws every
+   random number and crops draw none, so this is the same sample, draw for draw and byte for byte, as calling
+   ``sample_patches`` on the decoded image in step 2 (tested); it saves the JPEG work below the box and the
+   IDCT/colour conversion above it and beside it (about 0.4 ms of 1.7 ms per COCO image, BENCHMARKS.md).
 
 Mask-target pool (dynamic sampling without loader lag): when ``dynamic_sampling`` is on, every prompt samples
 ``pool = num_mask_points - 6 * min_samples_per_group`` points in **each** of the 7 groups (the most any group can be
@@ -37,6 +42,7 @@ import cython_ops
 from flip_core.data.index import ImageIndex
 from flip_core.data.sampler import SampleKey, sample_generator
 from flip_core.gaussian import position_n_to_m
+from flip_core.images import open_rgb
 from flip_core.shards import ShardReader
 from flip_core.train.config import NUM_MASK_GROUPS, DataConfig
 
@@ -119,46 +125,55 @@ class FlipTrainDataset:
         rng = sample_generator(self.seed, key.epoch, key.position)
         index = self.indexes[key.dataset]
         reader = self.reader(key.dataset, int(index.image_shard[key.image]))
-        image = reader.image(int(index.image_row[key.image]))
+        source = open_rgb(reader.image_data(int(index.image_row[key.image])))
+        size = (source.height, source.width)
         span = index.instances(key.image)
         candidates = np.arange(span.start, span.stop)
         k = self.data.num_masks_per_image
         chosen = rng.choice(candidates, size=k, replace=len(candidates) < k)
         counts: Counter[str] = Counter()
         masks: dict[int, np.ndarray] = {}
-        prompts = []
+        placed = []
         for inst in chosen:
-            prompt = self._prompt_with_redraws(int(inst), candidates, image, reader, index, masks, rng, counts)
+            prompt = self._prompt_with_redraws(int(inst), candidates, size, reader, index, masks, rng, counts)
             if prompt is not None:
-                prompts.append(prompt)
+                placed.append(prompt)
+        prompts = []
+        if placed:
+            region, origin = source.decode_region(cython_ops.union_box(p[0].box for p in placed))
+            for placement, position, mask_coords, mask_labels in placed:
+                patches = cython_ops.crop_patches(region, placement, origin=origin, backend=self.data.backend)
+                prompts.append(PromptSample(list(patches.patches), list(patches.coords), position, mask_coords,
+                                            mask_labels))
         return ImageSample(key, prompts, dict(counts))
 
-    def _prompt_with_redraws(self, inst, candidates, image, reader, index, masks, rng, counts):
+    def _prompt_with_redraws(self, inst, candidates, size, reader, index, masks, rng, counts):
         for attempt in range(self.data.max_redraws + 1):
             if attempt:
                 inst = int(rng.choice(candidates))
             if inst not in masks:
                 masks[inst] = reader.mask(int(index.inst_row[inst]))
-            prompt, reason = self._prompt(image, masks[inst], index.inst_position[inst], rng)
+            prompt, reason = self._prompt(size, masks[inst], index.inst_position[inst], rng)
             if prompt is not None:
                 return prompt
             counts[reason] += 1
         counts[DROPPED] += 1
         return None
 
-    def _prompt(self, image, mask, gt_position, rng) -> tuple[PromptSample | None, str]:
+    def _prompt(self, size, mask, gt_position, rng):
+        """One prompt's random part: ``(placement, position frame M, mask coords, mask labels)``, or
+        ``(None, reason)``."""
         d = self.data
         position = cython_ops.augment_position(gt_position, rng)
         num_tokens = cython_ops.sample_num_tokens(d.min_tokens, d.max_tokens, d.mean_tokens, rng)
-        patches = cython_ops.sample_patches(image, position, num_tokens, self.patch_sizes, None, None, rng,
-                                           convention=d.convention, backend=d.backend)
-        if sum(len(c) for c in patches.coords) < d.min_tokens:
+        placement = cython_ops.place_patches(size, position, num_tokens, self.patch_sizes, None, None, rng,
+                                             convention=d.convention, backend=d.backend)
+        if sum(placement.counts) < d.min_tokens:
             return None, REJECT_TOKENS
         targets = cython_ops.sample_mask_targets(mask, position, self.pool_layout, rng, convention=d.convention,
                                                  backend=d.backend)
         if targets is None:
             return None, REJECT_MASK
-        h, w = image.shape[:2]
+        h, w = size
         pos_m = position_n_to_m(np.asarray(position, dtype=np.float32), w, h, convention=d.convention)
-        return PromptSample(list(patches.patches), list(patches.coords), pos_m.astype(np.float32),
-                            targets[0], targets[1]), ""
+        return (placement, pos_m.astype(np.float32), targets[0], targets[1]), ""

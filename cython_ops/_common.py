@@ -154,11 +154,16 @@ def check_image_size(image_size) -> tuple[int, int]:
 
 
 def check_region(image, placement: PatchPlacement, origin) -> tuple[int, int]:
-    """Validate an image region for ``crop_patches``: (h, w, 3) uint8 C-contiguous, its pixel (0, 0) at image pixel
-    ``origin = (x, y)``, covering ``placement.box``; return the origin as ints."""
+    """Validate an image region for ``crop_patches``: (h, w, 3) uint8 with contiguous rows (C-contiguous, or a
+    column slice of such an array), its pixel (0, 0) at image pixel ``origin = (x, y)``, covering
+    ``placement.box``; return the origin as ints."""
     if not isinstance(placement, PatchPlacement):
         raise TypeError(f"placement must come from cython_ops.place_patches, got {type(placement).__name__}")
-    height, width = check_image(image)
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.strides[1:] == (3, 1) and image.shape[2] == 3 \
+            and image.dtype == np.uint8 and image.strides[0] > 0:
+        height, width = int(image.shape[0]), int(image.shape[1])  # rows may be strided: the kernels index per row
+    else:
+        height, width = check_image(image)
     try:
         ox, oy = origin
         ox, oy = _check_int("origin x", ox, 0, 2**31 - 1), _check_int("origin y", oy, 0, 2**31 - 1)

@@ -174,16 +174,22 @@ cdef class JpegRegionDecoder:
     def decode(self, int x0, int y0, int x1, int y1):
         """Decode the pixels ``[y0, y1) x [x0, x1)`` (clipped to the image) as RGB.
 
+        libjpeg-turbo's horizontal crop (``jpeg_crop_scanline``) starts and ends on its iMCU grid and treats the crop
+        edges as image edges, so with fancy upsampling the first and last decoded columns can differ from the whole
+        decode (unless they are the image's own edges). The decode therefore asks for one more column on each side
+        and leaves those edge columns out of the returned view.
+
         Returns:
-            ``(region, x_origin, y_origin)``: (h, w, 3) uint8 C-contiguous holding image rows
-            ``[y_origin, y_origin + h)`` (the clipped ``[y0, y1)``) and columns ``[x_origin, x_origin + w)`` with
-            ``x_origin <= x0`` and ``x_origin + w >= x1`` (libjpeg widens the column range to its iMCU grid).
+            ``(region, x_origin, y_origin)``: (h, w, 3) uint8 holding image rows ``[y_origin, y_origin + h)`` (the
+            clipped ``[y0, y1)``) and columns ``[x_origin, x_origin + w)``, with ``x_origin <= x0`` and
+            ``x_origin + w >= x1``; pixels are contiguous within a row, rows may be strided (a column slice of the
+            decoded buffer).
 
         Raises:
             ValueError: empty or out-of-image box, a second call, or a libjpeg error/warning (its message).
         """
         cdef unsigned int ux0, uw, uy0
-        cdef int err
+        cdef int err, dx0, dx1, vx0, vx1
         cdef cnp.ndarray out
         cdef unsigned char* ptr
         cdef size_t stride
@@ -197,7 +203,8 @@ cdef class JpegRegionDecoder:
             raise ValueError(f"empty region [{y0}, {y1}) x [{x0}, {x1}) of a {self.height}x{self.width} JPEG")
         if self.colorspace not in DECODABLE:
             raise ValueError(f"JPEG colour space {self.colorspace} is not decoded here")
-        ux0, uw, uy0 = x0, x1 - x0, y0
+        dx0, dx1 = max(x0 - 1, 0), min(x1 + 1, self.width)  # one spare column each side (see above)
+        ux0, uw, uy0 = dx0, dx1 - dx0, y0
         with nogil:
             err = flip_jpeg_start(&self.j, &ux0, &uw, uy0)
         if err:
@@ -211,4 +218,7 @@ cdef class JpegRegionDecoder:
         flip_jpeg_close(&self.j)
         if err:
             raise ValueError(f"JPEG: {flip_jpeg_message(&self.j).decode('latin-1')}")
-        return out, int(ux0), int(y0)
+        dx0, dx1 = ux0, ux0 + uw
+        vx0 = dx0 + 1 if dx0 > 0 else 0  # an edge column that is not the image's own edge is not trusted
+        vx1 = dx1 - 1 if dx1 < self.width else dx1
+        return out[:, vx0 - dx0:vx1 - dx0], vx0, int(y0)

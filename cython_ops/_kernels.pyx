@@ -129,7 +129,7 @@ cdef void _grid_add(Grid* g, double x0, double y0, double x1, double y1) noexcep
             g.n_ent += 1
 
 
-cdef void _bilinear(const uint8_t[:, :, ::1] img, int ox, int oy, double cx, double cy, int p, uint8_t* out,
+cdef void _bilinear(const uint8_t[:, :, :] img, int ox, int oy, double cx, double cy, int p, uint8_t* out,
                     float* hbuf, uint8_t* row) noexcept nogil:
     """(3, p, p) native-scale bilinear crop, separable; see ``reference._bilinear_patch`` for the exact formula.
     ``(cx, cy)`` is in image pixels (frame P); ``img`` holds the image from pixel ``(ox, oy)`` on.
@@ -276,7 +276,7 @@ def place_patches(int width, int height, double mx, double my, double sx, double
     return counts, ((box[0], box[1], box[2], box[3]) if box[2] >= 0 else None)
 
 
-cdef int _crop(const uint8_t[:, :, ::1] img, int ox, int oy, int nres, const int* sizes, const int* quota,
+cdef int _crop(const uint8_t[:, :, :] img, int ox, int oy, int nres, const int* sizes, const int* quota,
                const int* counts, const double* pcen, uint8_t* pout) noexcept nogil:
     cdef int r, p, k, pmax = 1
     cdef int64_t pofs = 0, cofs = 0
@@ -299,10 +299,11 @@ cdef int _crop(const uint8_t[:, :, ::1] img, int ox, int oy, int nres, const int
     return 0
 
 
-def crop_patches(const uint8_t[:, :, ::1] image, int ox, int oy, tuple sizes, tuple quota, tuple counts,
+def crop_patches(const uint8_t[:, :, :] image, int ox, int oy, tuple sizes, tuple quota, tuple counts,
                  const double[:, ::1] centres, uint8_t[::1] patches_out):
     """Bilinear crops (spec 3.3 step 5) of placed patches into quota-sized slots of ``patches_out``; ``image`` is
-    the image region whose pixel (0, 0) is image pixel (ox, oy) and which covers every crop (the wrapper checks).
+    the image region whose pixel (0, 0) is image pixel (ox, oy) and which covers every crop, with contiguous rows
+    (strides (any, 3, 1); rows may be strided, e.g. a column slice; the wrapper checks both).
     See :func:`cython_ops.crop_patches`. Raises MemoryError."""
     cdef int err, nres
     cdef int c_sizes[MAX_RES]

@@ -253,9 +253,10 @@ class RgbSource:
         """Pixels of the half-open box ``(x0, y0, x1, y1)`` (image px; clipped to the image), decoded once.
 
         Returns:
-            ``(region, (x, y))``: (h, w, 3) uint8 RGB, C-contiguous, covering the clipped box, whose pixel (0, 0) is
-            image pixel ``(x, y)``. It may be larger than the box (JPEG columns are decoded in whole iMCUs; the whole
-            image when region decoding is not available); its pixels equal :func:`decode_rgb`'s.
+            ``(region, (x, y))``: (h, w, 3) uint8 RGB covering the clipped box, whose pixel (0, 0) is image pixel
+            ``(x, y)``; pixels are contiguous within a row, rows may be strided (a column slice of the decoded
+            buffer). It may be larger than the box (JPEG columns are decoded in whole iMCUs; the whole image when
+            region decoding is not available); its pixels equal :func:`decode_rgb`'s.
 
         Raises:
             ValueError: a second call, or an undecodable image (Pillow's message).

@@ -51,6 +51,59 @@ def test_patches_cython_matches_numpy_bit_for_bit(example, convention, thr_cov):
         assert _same(a, b)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_place_then_crop_is_sample_patches_and_regions_give_the_same_bytes(example, backend):
+    """place_patches draws everything, crop_patches nothing: their composition is sample_patches, draw for draw, and
+    cropping from any region covering ``placement.box`` gives the same bytes as from the whole image."""
+    image, _, position = example
+    for seed, thr_cov in [(0, (2.67, 1.44)), (1, (None, None)), (2, (0.0, 1.0))]:
+        rng_whole, rng_split = np.random.default_rng(seed), np.random.default_rng(seed)
+        whole = sample_patches(image, position, 300, SIZES, *thr_cov, rng_whole, backend=backend)
+        placement = cython_ops.place_patches(image.shape[:2], position, 300, SIZES, *thr_cov, rng_split,
+                                             backend=backend)
+        assert rng_whole.random() == rng_split.random()  # the same number of draws
+        assert _same(whole, cython_ops.crop_patches(image, placement, backend=backend))
+        x0, y0, x1, y1 = placement.box
+        # the box is exactly what the crops read: p + 1 pixels from floor(c - p/2 + 0.5)
+        reads = [(np.floor(c - p / 2 + 0.5), np.floor(c - p / 2 + 0.5) + p + 1)
+                 for p, cs in zip(SIZES, (m_to_p(c.astype(np.float64), 640, 480) for c in whole.coords)) for c in cs]
+        lo, hi = np.min([r[0] for r in reads], axis=0), np.max([r[1] for r in reads], axis=0)
+        assert np.all(np.abs(np.array([x0, y0]) - lo) <= 1) and np.all(np.abs(np.array([x1, y1]) - hi) <= 1)
+        for ox, oy, right, bottom in [(x0, y0, x1, y1), (max(x0 - 7, 0), max(y0 - 3, 0), 640, y1 + 2)]:
+            region = image[oy:bottom, ox:right]  # a column slice: rows strided, pixels contiguous
+            assert _same(whole, cython_ops.crop_patches(region, placement, origin=(ox, oy), backend=backend))
+            region = np.ascontiguousarray(region)
+            assert _same(whole, cython_ops.crop_patches(region, placement, origin=(ox, oy), backend=backend))
+        with pytest.raises(ValueError, match="does not cover the pixels the crops read"):
+            cython_ops.crop_patches(np.ascontiguousarray(image[y0 + 1:y1, x0:x1]), placement, origin=(x0, y0 + 1),
+                                    backend=backend)
+        with pytest.raises(ValueError, match="does not cover"):
+            cython_ops.crop_patches(np.ascontiguousarray(image[y0:y1, x0:x1 - 1]), placement, origin=(x0, y0),
+                                    backend=backend)
+
+
+def test_placement_cython_matches_numpy(example):
+    image, _, position = example
+    for seed in range(3):
+        a = cython_ops.place_patches((480, 640), position, 512, SIZES, None, None, np.random.default_rng(seed),
+                                     backend="numpy")
+        b = cython_ops.place_patches((480, 640), position, 512, SIZES, None, None, np.random.default_rng(seed),
+                                     backend="cython")
+        assert a.counts == b.counts and a.box == b.box and a.params == b.params
+        used = np.concatenate([np.arange(s, s + n) for s, n in zip(np.cumsum((0,) + a.params.quota[:-1]), a.counts)])
+        assert np.array_equal(a.centres[used], b.centres[used]) and np.array_equal(a.coords[used], b.coords[used])
+    empty = cython_ops.place_patches((480, 640), position, 1, (16,), 0.0, 1e-9, np.random.default_rng(0))
+    assert empty.counts == (0,) and empty.box is None
+    assert cython_ops.union_box([None, (3, 4, 10, 12), (1, 6, 8, 20), None]) == (1, 4, 10, 20)
+    assert cython_ops.union_box([None]) is None
+    with pytest.raises(ValueError, match=r"image_size must be \(H, W\)"):
+        cython_ops.place_patches(image, position, 512, SIZES, None, None, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="too small"):
+        cython_ops.place_patches((17, 640), position, 512, SIZES, None, None, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="placement must come from cython_ops.place_patches"):
+        cython_ops.crop_patches(image, (0, 1))
+
+
 def test_patch_output_layout(example):
     image, _, position = example
     out = sample_patches(image, position, 512, SIZES, 2.67, 1.44, np.random.default_rng(3))

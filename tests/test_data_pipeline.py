@@ -36,6 +36,57 @@ def test_index_applies_reference_filters(coco):
     assert index.inst_position.shape == (len(index.inst_row), 6)
 
 
+def test_region_decoded_samples_equal_whole_image_sampling(coco):
+    """The loader places every prompt's patches first and decodes only the pixel box their crops read. Its samples
+    must equal, byte for byte, the straightforward order: decode the whole image, then sample_patches per prompt."""
+    import cython_ops
+    from flip_core.data.dataset import REJECT_MASK, PromptSample
+    from flip_core.data.sampler import sample_generator
+    from flip_core.gaussian import position_n_to_m
+
+    data = _data(coco, dynamic_sampling=False)
+    (index,) = open_training_data(data)
+    ds = FlipTrainDataset([index], data, PATCH_SIZES, seed=11)
+
+    def whole_image_sample(key):  # the pre-region-decoding loader, written out
+        rng = sample_generator(ds.seed, key.epoch, key.position)
+        reader = ds.reader(0, int(index.image_shard[key.image]))
+        image = reader.image(int(index.image_row[key.image]))
+        span = index.instances(key.image)
+        candidates = np.arange(span.start, span.stop)
+        chosen = rng.choice(candidates, size=4, replace=len(candidates) < 4)
+        prompts = []
+        for inst in chosen:
+            inst = int(inst)
+            for attempt in range(data.max_redraws + 1):
+                if attempt:
+                    inst = int(rng.choice(candidates))
+                mask = reader.mask(int(index.inst_row[inst]))
+                position = cython_ops.augment_position(index.inst_position[inst], rng)
+                tokens = cython_ops.sample_num_tokens(data.min_tokens, data.max_tokens, data.mean_tokens, rng)
+                patches = cython_ops.sample_patches(image, position, tokens, PATCH_SIZES, None, None, rng)
+                if sum(len(c) for c in patches.coords) < data.min_tokens:
+                    continue
+                targets = cython_ops.sample_mask_targets(mask, position, ds.pool_layout, rng)
+                if targets is None:
+                    continue
+                pos_m = position_n_to_m(position, image.shape[1], image.shape[0]).astype(np.float32)
+                prompts.append(PromptSample(list(patches.patches), list(patches.coords), pos_m, *targets))
+                break
+        return prompts
+
+    assert REJECT_MASK  # (both paths redraw on the same two reasons)
+    for image in range(index.num_images):
+        key = SampleKey(0, image, 0, image)
+        got, expected = ds[key].prompts, whole_image_sample(key)
+        assert len(got) == len(expected) > 0
+        for a, b in zip(got, expected):
+            assert all(np.array_equal(x, y) for x, y in zip(a.patches, b.patches)), image
+            assert all(np.array_equal(x, y) for x, y in zip(a.coords, b.coords))
+            assert np.array_equal(a.position, b.position) and np.array_equal(a.mask_coords, b.mask_coords)
+            assert np.array_equal(a.mask_labels, b.mask_labels)
+
+
 def test_prompts_are_valid_and_deterministic(coco):
     data = _data(coco)
     (index,) = open_training_data(data)

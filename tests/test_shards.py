@@ -12,7 +12,14 @@ import pytest
 from PIL import Image
 
 from flip_core.gaussian import mask_bbox, mask_moments
-from flip_core.images import decode_mask_png, decode_rgb, encode_mask_png, prepare_image
+from flip_core.images import (
+    decode_mask_png,
+    decode_rgb,
+    encode_mask_png,
+    open_rgb,
+    prepare_image,
+    region_decoding_available,
+)
 from flip_core.shards import ShardImage, ShardInstance, ShardReader, sha256_file, write_shard
 
 # name -> (dtype kind check, shape suffix, per) per spec 1.1; "img"/"inst" says which count the first axis is.
@@ -204,18 +211,89 @@ def test_mask_decoder_reads_own_and_foreign_pngs():
 
 def test_jpeg_decode_matches_pillow_on_every_shared_jpeg():
     """``decode_rgb`` reads JPEGs with simplejpeg; its pixels must be Pillow's, byte for byte."""
-    from tests.conftest import SHARED_DATA
-
-    files = sorted(p for p in SHARED_DATA.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
-    if not files:
-        pytest.skip(f"no JPEGs under {SHARED_DATA} (../shared/data is absent)")
-    for path in files:
+    for path in _shared_jpegs():
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             expected = np.array(img.convert("RGB"))
         got = decode_rgb(data)
         assert got.flags.writeable and got.flags.c_contiguous and got.dtype == np.uint8
         assert np.array_equal(got, expected), path
+
+
+def _shared_jpegs():
+    from tests.conftest import SHARED_DATA
+
+    files = sorted(p for p in SHARED_DATA.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        pytest.skip(f"no JPEGs under {SHARED_DATA} (../shared/data is absent)")
+    return files
+
+
+def test_region_decoding_is_built_where_libjpeg_turbo_headers_exist():
+    """setup.py skips cython_ops._jpeg (with a warning) only when jpeglib.h/-ljpeg are missing; on a machine that has
+    them (CI's), a missing extension is a build regression, not a fallback to accept silently."""
+    import os
+
+    if not os.path.exists("/usr/include/jpeglib.h"):
+        pytest.skip("no /usr/include/jpeglib.h: cython_ops._jpeg is optional here")
+    assert region_decoding_available()
+
+
+def test_jpeg_region_decode_matches_whole_decode_on_every_shared_jpeg():
+    """open_rgb(...).decode_region(box) returns pixels equal to decode_rgb's (Pillow's) for the box it covers."""
+    if not region_decoding_available():
+        pytest.skip("cython_ops._jpeg not built (no libjpeg-turbo headers at install time)")
+    rng = np.random.default_rng(0)
+    for path in _shared_jpegs():
+        data = path.read_bytes()
+        whole = decode_rgb(data)
+        h, w = whole.shape[:2]
+        boxes = [(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, w, h), (-5, -5, w + 9, h + 9)]
+        for _ in range(3):
+            (x0, x1), (y0, y1) = sorted(rng.integers(0, w, 2)), sorted(rng.integers(0, h, 2))
+            boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
+        for x0, y0, x1, y1 in boxes:
+            source = open_rgb(np.frombuffer(data, np.uint8))
+            assert (source.height, source.width) == (h, w) and source.region_decoding, path
+            region, (ox, oy) = source.decode_region((x0, y0, x1, y1))
+            assert region.dtype == np.uint8 and region.strides[1:] == (3, 1) and region.shape[2] == 3
+            assert ox <= max(x0, 0) and oy == max(y0, 0) and oy + region.shape[0] == min(y1, h), (path, x0, y0, x1, y1)
+            assert ox + region.shape[1] >= min(x1, w)
+            assert np.array_equal(region, whole[oy:oy + region.shape[0], ox:ox + region.shape[1]]), (path, x0, y0)
+            with pytest.raises(ValueError, match="once"):
+                source.decode_region((x0, y0, x1, y1))
+
+
+def test_open_rgb_other_images_and_corrupt_jpegs_decode_whole():
+    """Greyscale JPEGs are region-decoded (as RGB); CMYK JPEGs and PNGs give the whole image (origin (0, 0)); a
+    truncated JPEG gives decode_rgb's result or error, never different pixels."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    cases = [("L", "JPEG", {}, True), ("CMYK", "JPEG", {}, False), ("RGB", "PNG", {}, False)]
+    cases += [("RGB", "JPEG", {"subsampling": s}, True) for s in (0, 1, 2)]  # 4:4:4, 4:2:2, 4:2:0
+    for mode, fmt, options, region_ok in cases:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buf, format=fmt, **options)
+        data = buf.getvalue()
+        whole = decode_rgb(data)
+        for box in [(10, 12, 20, 30), (16, 0, 32, 40), (17, 3, 47, 39), (0, 5, 55, 6)]:
+            source = open_rgb(data)
+            assert (source.height, source.width) == (40, 56)
+            assert source.region_decoding == (region_ok and region_decoding_available()), mode
+            region, (ox, oy) = source.decode_region(box)
+            assert np.array_equal(region, whole[oy:oy + region.shape[0], ox:ox + region.shape[1]]), (mode, options, box)
+            assert ox <= box[0] and ox + region.shape[1] >= box[2] and oy <= box[1] and oy + region.shape[0] >= box[3]
+            if not source.region_decoding:
+                assert (ox, oy) == (0, 0) and region.shape == whole.shape
+    truncated = _jpeg(rgb)[:-200]
+    try:
+        expected = decode_rgb(truncated)
+    except Exception as exc:  # Pillow refuses it: open_rgb/decode_region must refuse it the same way
+        with pytest.raises(type(exc)):
+            open_rgb(truncated).decode_region((0, 0, 56, 40))
+    else:
+        region, (ox, oy) = open_rgb(truncated).decode_region((0, 0, 56, 40))
+        assert (ox, oy) == (0, 0) and np.array_equal(region, expected)
 
 
 def test_decode_rgb_falls_back_to_pillow_for_cmyk_and_png():

@@ -555,16 +555,34 @@ cdef int _source_group(const int64_t* sizes, int g) noexcept nogil:
     return -1
 
 
-cdef int32_t _select(const int32_t* start, const int64_t* cum, int64_t lo, int64_t hi, int64_t k) noexcept nogil:
-    """Pixel of rank k among the runs [lo, hi) of one key (``cum`` = pixels before each run within the key)."""
-    cdef int64_t mid
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if cum[mid] <= k:
-            lo = mid
-        else:
-            hi = mid
-    return start[lo] + <int32_t>(k - cum[lo])
+cdef int64_t _build_rank_table(const int64_t* cum, int64_t lo, int64_t hi, int64_t n_pix, int32_t* tab,
+                               int* shift) noexcept nogil:
+    """Rank -> run lookup table for the runs [lo, hi) of one key (``cum`` = pixels before each run within the key).
+
+    Entry t is the run holding rank ``t << shift``, with the smallest shift that gives at most ``hi - lo + 1``
+    entries, so an entry spans at most about two average runs and :func:`_select` walks a run or two from it
+    instead of binary-searching. Returns the number of entries written."""
+    cdef int64_t n_runs = hi - lo, t, size, r = lo
+    shift[0] = 0
+    if n_runs <= 0:
+        return 0
+    while (n_pix >> shift[0]) > n_runs:
+        shift[0] += 1
+    size = ((n_pix - 1) >> shift[0]) + 1
+    for t in range(size):
+        while r + 1 < hi and cum[r + 1] <= (t << shift[0]):
+            r += 1
+        tab[t] = <int32_t>r
+    return size
+
+
+cdef inline int32_t _select(const int32_t* start, const int64_t* cum, const int32_t* tab, int shift, int64_t hi,
+                            int64_t k) noexcept nogil:
+    """Pixel of rank k among the runs of one key: table entry, then forward to the run holding k (runs end at hi)."""
+    cdef int64_t r = tab[k >> shift]
+    while r + 1 < hi and cum[r + 1] <= k:
+        r += 1
+    return start[r] + <int32_t>(k - cum[r])
 
 
 cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y1, const int64_t[::1] spg,
@@ -580,6 +598,8 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
     cdef int64_t pix_count[16]
     cdef int64_t run_count[16]
     cdef int64_t run_first[17]
+    cdef int64_t tab_first[16]
+    cdef int tab_shift[16]
     cdef int64_t fill[16]
     cdef int64_t sizes[2][NUM_GROUPS]
     cdef int32_t pix
@@ -589,6 +609,7 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
     cdef uint64_t* draw = NULL
     cdef int32_t* s_start = NULL
     cdef int64_t* s_cum = NULL
+    cdef int32_t* tab = NULL
     cdef Runs runs
     runs.start = NULL
     runs.length = NULL
@@ -613,8 +634,9 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
     runs.key = <uint8_t*>malloc(k)
     s_start = <int32_t*>malloc(k * sizeof(int32_t))
     s_cum = <int64_t*>malloc(k * sizeof(int64_t))
+    tab = <int32_t*>malloc((k + 16) * sizeof(int32_t))  # rank tables: at most runs + 1 entries per key
     if (d == NULL or tmp == NULL or draw == NULL or runs.start == NULL or runs.length == NULL or runs.key == NULL
-            or s_start == NULL or s_cum == NULL):
+            or s_start == NULL or s_cum == NULL or tab == NULL):
         out = -1
     else:
         _distance(base + wy0 * stride + wx0, stride, ww, wh, d, tmp)
@@ -637,6 +659,11 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
             s_cum[fill[key]] = pix_count[key]
             pix_count[key] += runs.length[i]
             fill[key] += 1
+        j = 0
+        for key in range(16):
+            tab_first[key] = j
+            j += _build_rank_table(s_cum, run_first[key], run_first[key + 1], pix_count[key], tab + j,
+                                   &tab_shift[key])
         for lab in range(2):
             sizes[lab][0] = pix_count[lab * 8]
             for g in range(1, NUM_GROUPS):
@@ -656,7 +683,7 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
                         rank -= pix_count[lab * 8 + b]
                         b += 1
                     key = lab * 8 + b
-                    pix = _select(s_start, s_cum, run_first[key], run_first[key + 1], rank)
+                    pix = _select(s_start, s_cum, tab + tab_first[key], tab_shift[key], run_first[key + 1], rank)
                     px = <double>(pix % cw + x0) + (random_standard_uniform(bg) - 0.5)
                     py = <double>(pix // cw + y0) + (random_standard_uniform(bg) - 0.5)
                     cout[2 * out] = <float>(px / 128.0 - width / 256.0)
@@ -672,6 +699,7 @@ cdef int _mask_targets(const uint8_t[:, ::1] mask, int x0, int y0, int x1, int y
     free(runs.key)
     free(s_start)
     free(s_cum)
+    free(tab)
     return <int>out
 
 

@@ -259,8 +259,16 @@ def check_patch_sizes(patch_sizes) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+_VALID_SAMPLES_PER_GROUP: set[tuple[int, ...]] = set()
+"""Tuples of plain ints already accepted by :func:`check_samples_per_group` (the loader passes the same one for
+every prompt)."""
+
+
 def check_samples_per_group(samples_per_group) -> tuple[int, ...]:
     """Validate 7 non-negative ints with a total in ``[1, MAX_MASK_SAMPLES]``."""
+    if type(samples_per_group) is tuple and samples_per_group in _VALID_SAMPLES_PER_GROUP \
+            and all(type(n) is int for n in samples_per_group):  # type check: True == 1 would hit the set
+        return samples_per_group
     accepted = f"{NUM_GROUPS} non-negative integers with a sum in [1, {MAX_MASK_SAMPLES}]"
     try:
         raw = list(samples_per_group)
@@ -271,6 +279,8 @@ def check_samples_per_group(samples_per_group) -> tuple[int, ...]:
     out = tuple(_check_int("samples_per_group entries", n, 0, MAX_MASK_SAMPLES) for n in raw)
     if not 1 <= sum(out) <= MAX_MASK_SAMPLES:
         raise ValueError(f"samples_per_group must be {accepted}, got sum {sum(out)}")
+    if len(_VALID_SAMPLES_PER_GROUP) < 64:
+        _VALID_SAMPLES_PER_GROUP.add(out)
     return out
 
 

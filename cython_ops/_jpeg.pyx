@@ -158,6 +158,8 @@ cdef class JpegRegionDecoder:
         self._data = data
         self._view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
         memset(&self.j, 0, sizeof(flip_jpeg))
+        if self._view.shape[0] < 4:
+            raise ValueError(f"JPEG header: {self._view.shape[0]} bytes is not a JPEG")
         with nogil:
             err = flip_jpeg_open(&self.j, &self._view[0], self._view.shape[0])
         if err:

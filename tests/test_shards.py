@@ -285,6 +285,12 @@ def test_open_rgb_other_images_and_corrupt_jpegs_decode_whole():
             assert ox <= box[0] and ox + region.shape[1] >= box[2] and oy <= box[1] and oy + region.shape[0] >= box[3]
             if not source.region_decoding:
                 assert (ox, oy) == (0, 0) and region.shape == whole.shape
+    if region_decoding_available():
+        from cython_ops._jpeg import JpegRegionDecoder
+
+        for bad in (b"", b"\xff\xd8", b"\xff\xd8\xff\xe0garbage"):
+            with pytest.raises(ValueError, match="JPEG header"):
+                JpegRegionDecoder(bad)
     truncated = _jpeg(rgb)[:-200]
     try:
         expected = decode_rgb(truncated)

@@ -169,7 +169,8 @@ def crop_patches(image: np.ndarray, placement: PatchPlacement, *, origin=(0, 0),
     generator state; on a region of the image that covers ``placement.box`` it gives the same bytes.
 
     Args:
-        image: (h, w, 3) uint8 RGB, C-contiguous: the whole image (``origin=(0, 0)``) or a region of it.
+        image: (h, w, 3) uint8 RGB with contiguous rows (C-contiguous, or a column slice of such an array): the
+            whole image (``origin=(0, 0)``) or a region of it.
         placement: from :func:`place_patches` (for an image of that full size).
         origin: ``(x, y)`` image pixel of ``image[0, 0]``.
         backend: ``"cython"`` or ``"numpy"``; None reads ``FLIP_OPS_BACKEND``.

@@ -130,8 +130,9 @@ def check_convention(convention) -> str:
     return convention
 
 
-def check_image(image) -> tuple[int, int]:
-    """Validate an (H, W, 3) uint8 C-contiguous image; return (H, W)."""
+def check_image(image, *, strided_rows: bool = False) -> tuple[int, int]:
+    """Validate an (H, W, 3) uint8 C-contiguous image; return (H, W). With ``strided_rows`` the rows may be strided
+    (e.g. a column slice of a C-contiguous image) as long as each row's pixels are contiguous: strides (>0, 3, 1)."""
     if not isinstance(image, np.ndarray):
         raise ValueError(
             f"image must be a numpy.ndarray of shape (H, W, 3) and dtype uint8, got {type(image).__name__}")
@@ -139,7 +140,8 @@ def check_image(image) -> tuple[int, int]:
         raise ValueError(f"image must have dtype uint8, got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must have shape (H, W, 3) (RGB, channels last), got {image.shape}")
-    if not image.flags.c_contiguous:
+    rows_ok = strided_rows and image.strides[1:] == (3, 1) and image.strides[0] > 0
+    if not (image.flags.c_contiguous or rows_ok):
         raise ValueError("image must be C-contiguous; pass np.ascontiguousarray(image)")
     return int(image.shape[0]), int(image.shape[1])
 
@@ -159,11 +161,7 @@ def check_region(image, placement: PatchPlacement, origin) -> tuple[int, int]:
     ``placement.box``; return the origin as ints."""
     if not isinstance(placement, PatchPlacement):
         raise TypeError(f"placement must come from cython_ops.place_patches, got {type(placement).__name__}")
-    if isinstance(image, np.ndarray) and image.ndim == 3 and image.strides[1:] == (3, 1) and image.shape[2] == 3 \
-            and image.dtype == np.uint8 and image.strides[0] > 0:
-        height, width = int(image.shape[0]), int(image.shape[1])  # rows may be strided: the kernels index per row
-    else:
-        height, width = check_image(image)
+    height, width = check_image(image, strided_rows=True)  # the crop kernel indexes row by row
     try:
         ox, oy = origin
         ox, oy = _check_int("origin x", ox, 0, 2**31 - 1), _check_int("origin y", oy, 0, 2**31 - 1)
